@@ -1,0 +1,154 @@
+"""Dynamic batching: concurrent requests for one model share one ORT run.
+
+Each submitted item gets a future. Worker tasks take the first waiting item,
+then keep collecting until the batch is full or ``max_wait_s`` has passed since
+that first item, run the whole batch in a thread (ORT releases the GIL), and
+resolve every future: with its own result, or, if the run failed, with the
+error, so no waiter hangs. Items whose caller has gone (cancelled future) are
+dropped before they reach the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+from service.errors import ResourceExhausted, Unavailable
+
+I = TypeVar("I")
+O = TypeVar("O")
+
+
+class BatchObserver(Protocol):
+    def on_batch(self, size: int, queue_waits: Sequence[float], run_seconds: float) -> None: ...
+
+    def on_error(self, size: int, error: BaseException) -> None: ...
+
+
+@dataclass
+class _Pending(Generic[I, O]):
+    item: I
+    future: asyncio.Future[O]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class Batcher(Generic[I, O]):
+    """Batches items for ``run``, which maps a list of items to a list of results."""
+
+    def __init__(
+        self,
+        run: Callable[[list[I]], list[O]],
+        *,
+        max_batch_size: int,
+        max_wait_s: float,
+        max_queue: int,
+        executor: Executor | None = None,
+        workers: int = 1,
+        observer: BatchObserver | None = None,
+        name: str = "batcher",
+    ) -> None:
+        if max_batch_size < 1 or workers < 1 or max_queue < 1:
+            raise ValueError("max_batch_size, workers and max_queue must be at least 1")
+        self._run = run
+        self._max_batch_size = max_batch_size
+        self._max_wait_s = max_wait_s
+        self._max_queue = max_queue
+        self._executor = executor
+        self._n_workers = workers
+        self._observer = observer
+        self._name = name
+        self._queue: asyncio.Queue[_Pending[I, O]] = asyncio.Queue()
+        self._workers: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    def start(self) -> None:
+        """Start the worker tasks; needs a running event loop."""
+        if not self._workers:
+            self._workers = [
+                asyncio.create_task(self._work(), name=f"{self._name}-{i}") for i in range(self._n_workers)
+            ]
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    async def submit(self, item: I) -> O:
+        """Queue ``item`` and wait for its result (or the error of its batch)."""
+        if self._closed:
+            raise Unavailable(f"{self._name} is shutting down")
+        if self._queue.qsize() >= self._max_queue:
+            raise ResourceExhausted(
+                f"{self._name}: {self._max_queue} requests already queued; retry later"
+            )
+        self.start()
+        future: asyncio.Future[O] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(item, future))
+        return await future
+
+    async def submit_many(self, items: Sequence[I]) -> list[O]:
+        """Queue several items at once (they may land in different batches)."""
+        if self._queue.qsize() + len(items) > self._max_queue:
+            raise ResourceExhausted(
+                f"{self._name}: queue full ({self._max_queue} requests); retry later"
+            )
+        return list(await asyncio.gather(*(self.submit(item) for item in items)))
+
+    async def close(self) -> None:
+        """Stop the workers; items still queued fail with UNAVAILABLE."""
+        self._closed = True
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
+        while not self._queue.empty():
+            pending = self._queue.get_nowait()
+            if not pending.future.done():
+                pending.future.set_exception(Unavailable(f"{self._name} closed"))
+
+    async def _work(self) -> None:
+        while True:
+            batch = await self._collect()
+            if batch:
+                await self._run_batch(batch)
+
+    async def _collect(self) -> list[_Pending[I, O]]:
+        batch = [await self._queue.get()]
+        deadline = time.perf_counter() + self._max_wait_s
+        while len(batch) < self._max_batch_size:
+            if not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+                continue
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        # A cancelled caller (client gone, deadline passed) costs no model time.
+        return [p for p in batch if not p.future.done()]
+
+    async def _run_batch(self, batch: list[_Pending[I, O]]) -> None:
+        started = time.perf_counter()
+        waits = [started - p.enqueued for p in batch]
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(self._executor, self._run, [p.item for p in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"{self._name}: {len(results)} results for a batch of {len(batch)}")
+        except Exception as exc:  # every waiter must hear about it, whatever it is
+            if self._observer:
+                self._observer.on_error(len(batch), exc)
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            return
+        if self._observer:
+            self._observer.on_batch(len(batch), waits, time.perf_counter() - started)
+        for p, result in zip(batch, results):
+            if not p.future.done():
+                p.future.set_result(result)

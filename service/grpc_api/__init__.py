@@ -1,0 +1,1 @@
+"""The gRPC edge: message conversion, error mapping, RPC metrics, health, reflection."""

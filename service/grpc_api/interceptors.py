@@ -1,0 +1,185 @@
+"""The two interceptors every RPC passes through.
+
+``MetricsInterceptor`` (outermost) times each RPC and counts it by status code.
+``ErrorInterceptor`` turns a ``SeqserveError`` into its gRPC status and any
+other exception into INTERNAL, in this one place, so no handler can forget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from service.errors import SeqserveError
+from service.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+_TASK_OF_SERVICE = {"Sentiment": "sentiment", "Tagging": "tagging", "Translation": "translation"}
+
+
+@dataclass
+class CallLabels:
+    """Labels of the current RPC; a servicer fills in ``arch`` once it has resolved the model."""
+
+    task: str
+    method: str
+    arch: str = ""
+
+
+_current: contextvars.ContextVar[CallLabels] = contextvars.ContextVar("seqserve_call_labels")
+
+
+def call_labels() -> CallLabels:
+    """The labels of the RPC being handled (a throwaway object outside an RPC)."""
+    return _current.get(CallLabels("", ""))
+
+
+def _labels_for(full_method: str) -> CallLabels:
+    service, _, method = full_method.lstrip("/").rpartition("/")
+    short = service.rpartition(".")[2]
+    return CallLabels(_TASK_OF_SERVICE.get(short, short.lower()), method)
+
+
+Wrap = Callable[[Callable[..., Any], grpc.HandlerCallDetails], Callable[..., Any]]
+
+
+def _rewrap(handler: grpc.RpcMethodHandler, wrap_unary: Wrap, wrap_stream: Wrap, details: Any) -> Any:
+    """The same handler with its behaviour wrapped, whatever its streaming kind."""
+    kinds = (
+        ("unary_unary", grpc.unary_unary_rpc_method_handler, wrap_unary),
+        ("stream_unary", grpc.stream_unary_rpc_method_handler, wrap_unary),
+        ("unary_stream", grpc.unary_stream_rpc_method_handler, wrap_stream),
+        ("stream_stream", grpc.stream_stream_rpc_method_handler, wrap_stream),
+    )
+    for attr, make, wrap in kinds:
+        behavior = getattr(handler, attr)
+        if behavior is not None:
+            return make(
+                wrap(behavior, details),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+    return handler
+
+
+class _WrappingInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps each handler's behaviour with ``_unary`` or ``_stream``."""
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        return _rewrap(handler, self._unary, self._stream, details)
+
+    def _unary(self, behavior: Callable[..., Any], details: grpc.HandlerCallDetails) -> Callable[..., Any]:
+        raise NotImplementedError
+
+    def _stream(self, behavior: Callable[..., Any], details: grpc.HandlerCallDetails) -> Callable[..., Any]:
+        raise NotImplementedError
+
+
+class ErrorInterceptor(_WrappingInterceptor):
+    @staticmethod
+    async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str) -> None:
+        if isinstance(exc, SeqserveError):
+            code = grpc.StatusCode[exc.status.name]
+            if code is grpc.StatusCode.INTERNAL:
+                log.error("%s: %s", method, exc.message)
+            await context.abort(code, exc.message)
+        log.exception("%s: unexpected error", method, exc_info=exc)
+        await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+
+    def _unary(self, behavior: Callable[..., Any], details: grpc.HandlerCallDetails) -> Callable[..., Any]:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await behavior(request, context)
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as exc:
+                await self._abort(context, exc, details.method)
+
+        return wrapped
+
+    def _stream(self, behavior: Callable[..., Any], details: grpc.HandlerCallDetails) -> Callable[..., Any]:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as exc:
+                await self._abort(context, exc, details.method)
+
+        return wrapped
+
+
+class MetricsInterceptor(_WrappingInterceptor):
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def _record(self, labels: CallLabels, started: float, code: grpc.StatusCode) -> None:
+        self._m.request_latency.labels(labels.task, labels.arch, labels.method).observe(
+            time.perf_counter() - started
+        )
+        self._m.requests.labels(labels.task, labels.arch, labels.method, code.name).inc()
+
+    def _unary(self, behavior: Callable[..., Any], details: grpc.HandlerCallDetails) -> Callable[..., Any]:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            labels, started = _labels_for(details.method), time.perf_counter()
+            _current.set(labels)  # each RPC runs in its own task, so this stays its own
+            in_flight = self._m.in_flight.labels(labels.task)
+            in_flight.inc()
+            code = grpc.StatusCode.OK
+            try:
+                return await behavior(request, context)
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except BaseException:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            finally:
+                in_flight.dec()
+                self._record(labels, started, _code(code))
+
+        return wrapped
+
+    def _stream(self, behavior: Callable[..., Any], details: grpc.HandlerCallDetails) -> Callable[..., Any]:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            labels, started = _labels_for(details.method), time.perf_counter()
+            _current.set(labels)  # each RPC runs in its own task, so this stays its own
+            in_flight = self._m.in_flight.labels(labels.task)
+            in_flight.inc()
+            code = grpc.StatusCode.OK
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except (asyncio.CancelledError, GeneratorExit):
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except BaseException:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            finally:
+                in_flight.dec()
+                self._record(labels, started, _code(code))
+
+        return wrapped
+
+
+def _code(code: Any) -> grpc.StatusCode:
+    # context.code() may hand back the raw integer of the status on some grpcio versions.
+    if isinstance(code, grpc.StatusCode):
+        return code
+    return next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)

@@ -1,0 +1,95 @@
+"""Prometheus metrics of the server, on a registry the caller owns.
+
+RPC-level series are recorded by one interceptor; model-level series (queue
+wait, ORT time, batch size) by the batcher, where that time is spent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Sub-millisecond to seconds: a raw ORT run is ~0.2 ms, a long decode seconds.
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    """Every series the server exports. Pass a fresh registry per server (and per test)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.request_latency = Histogram(
+            "seqserve_request_duration_seconds",
+            "Whole RPC time on the server, from handler start to last response.",
+            ["task", "arch", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.requests = Counter(
+            "seqserve_requests",
+            "Finished RPCs by gRPC status code.",
+            ["task", "arch", "method", "code"],
+            registry=registry,
+        )
+        self.queue_latency = Histogram(
+            "seqserve_queue_duration_seconds",
+            "Time an item waited in a model's batcher before its ORT run started.",
+            ["task", "arch"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.inference_latency = Histogram(
+            "seqserve_inference_duration_seconds",
+            "Time of one ONNX Runtime run (a whole batch).",
+            ["task", "arch"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "seqserve_batch_size",
+            "Items per ONNX Runtime run.",
+            ["task", "arch"],
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.inference_errors = Counter(
+            "seqserve_inference_errors",
+            "ONNX Runtime runs that raised.",
+            ["task", "arch"],
+            registry=registry,
+        )
+        self.model_info = Gauge(
+            "seqserve_model_info",
+            "1 for every model version in the repository; ready says whether it serves.",
+            ["task", "arch", "version", "ready", "default"],
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "seqserve_in_flight_requests",
+            "RPCs being handled now.",
+            ["task"],
+            registry=registry,
+        )
+
+
+class ModelObserver:
+    """Feeds one model's batcher events into the model-level series."""
+
+    def __init__(self, metrics: Metrics, task: str, arch: str) -> None:
+        self._queue = metrics.queue_latency.labels(task, arch)
+        self._inference = metrics.inference_latency.labels(task, arch)
+        self._batch = metrics.batch_size.labels(task, arch)
+        self._errors = metrics.inference_errors.labels(task, arch)
+
+    def on_batch(self, size: int, queue_waits: Sequence[float], run_seconds: float) -> None:
+        self._batch.observe(size)
+        self._inference.observe(run_seconds)
+        for wait in queue_waits:
+            self._queue.observe(wait)
+
+    def on_error(self, size: int, error: BaseException) -> None:
+        self._errors.inc()

@@ -1,0 +1,143 @@
+"""Builds and runs the gRPC server: ``python -m service`` or ``seqserve serve``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, start_http_server
+
+from seqserve.v1 import models_pb2, models_pb2_grpc, sentiment_pb2, sentiment_pb2_grpc
+from service import repository
+from service.grpc_api.interceptors import ErrorInterceptor, MetricsInterceptor
+from service.grpc_api.servicers import ModelsServicer, SentimentServicer
+from service.metrics import Metrics
+from service.runtime import Runtime
+from service.settings import Settings
+from service.tasks.base import ModelStore
+from service.tasks.sentiment import SentimentModel, SentimentTask
+
+log = logging.getLogger("seqserve")
+
+SERVICE_NAMES = {
+    "sentiment": sentiment_pb2.DESCRIPTOR.services_by_name["Sentiment"].full_name,
+}
+MODELS_SERVICE = models_pb2.DESCRIPTOR.services_by_name["Models"].full_name
+
+
+@dataclass
+class App:
+    """Everything a running server holds, so tests and ``main`` can stop it cleanly."""
+
+    settings: Settings
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    store: ModelStore
+    metrics: Metrics
+    executor: ThreadPoolExecutor
+    port: int
+
+    async def load_models(self) -> None:
+        """Load the repository off the event loop, then tell health what serves."""
+        entries = repository.scan(self.settings.model_repository, self.settings.tasks)
+        await asyncio.to_thread(self.store.load, entries)
+        for status in self.store.statuses():
+            self.metrics.model_info.labels(
+                status.entry.task, status.entry.arch, str(status.entry.version),
+                str(status.ready).lower(), str(status.is_default).lower(),
+            ).set(1)
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        any_ready = False
+        for task in self.settings.tasks:
+            ready = any(s.ready for s in self.store.statuses(task))
+            any_ready |= ready
+            await self.health.set(SERVICE_NAMES[task], serving if ready else not_serving)
+        await self.health.set(MODELS_SERVICE, serving)
+        await self.health.set("", serving if any_ready else not_serving)
+        if not any_ready:
+            log.error("no model could be loaded from %s; health stays NOT_SERVING", self.settings.model_repository)
+
+    async def stop(self) -> None:
+        """Health NOT_SERVING first, then no new RPCs, then let in-flight ones finish."""
+        await self.health.enter_graceful_shutdown()
+        if self.settings.drain_delay_s:
+            await asyncio.sleep(self.settings.drain_delay_s)
+        await self.server.stop(self.settings.grace_period_s)
+        await self.store.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def build(settings: Settings, registry: CollectorRegistry) -> App:
+    """Create and start the server with health NOT_SERVING; call ``load_models`` next."""
+    unknown = set(settings.tasks) - set(SERVICE_NAMES)
+    if unknown:
+        raise ValueError(f"unknown task(s) {sorted(unknown)}; this server serves {sorted(SERVICE_NAMES)}")
+    metrics = Metrics(registry)
+    runtime = Runtime(settings)
+    executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="ort")
+    store = ModelStore(
+        {"sentiment": lambda entry: SentimentModel(entry, runtime, settings, metrics, executor)},
+        settings.default_arch,
+    )
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.aio.server(
+        interceptors=[MetricsInterceptor(metrics), ErrorInterceptor()],
+        options=options,
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+    )
+    sentiment_pb2_grpc.add_SentimentServicer_to_server(SentimentServicer(SentimentTask(store, settings)), server)
+    models_pb2_grpc.add_ModelsServicer_to_server(ModelsServicer(store), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    reflection.enable_server_reflection(
+        [*SERVICE_NAMES.values(), MODELS_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    if port == 0:
+        raise OSError(f"could not bind gRPC to {settings.host}:{settings.grpc_port}")
+    await server.start()
+    return App(settings, server, health_servicer, store, metrics, executor, port)
+
+
+async def serve(settings: Settings) -> None:
+    registry = CollectorRegistry()
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
+        log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
+    app = await build(settings, registry)
+    log.info("gRPC on %s:%d (health NOT_SERVING while models load)", settings.host, app.port)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await app.load_models()
+    log.info("ready: %s", ", ".join(f"{s.entry.task}/{s.entry.arch}/{s.entry.version}"
+                                   for s in app.store.statuses() if s.ready) or "no models")
+    await stopping.wait()
+    log.info("shutting down: health NOT_SERVING, %.1fs grace for in-flight requests", settings.grace_period_s)
+    await app.stop()
+    log.info("stopped")
+
+
+def main() -> None:
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""All server settings, read once from the environment (prefix ``SEQSERVE_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Server settings. Every field can be set as ``SEQSERVE_<FIELD NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SEQSERVE_", extra="ignore", use_attribute_docstrings=True
+    )
+
+    host: str = "0.0.0.0"
+    """Address the gRPC server binds to."""
+    grpc_port: int = Field(50051, ge=0, le=65535)
+    """gRPC port; 0 picks a free port (the chosen port is logged)."""
+    metrics_port: int = Field(8000, ge=0, le=65535)
+    """Port of the Prometheus ``/metrics`` HTTP endpoint; 0 disables it."""
+    model_repository: Path = Path("models")
+    """Root of the model repository: ``<task>/<arch>/<version>/manifest.json``."""
+    tasks: list[str] = ["sentiment"]
+    """Tasks whose models are loaded (JSON list in the environment)."""
+    default_arch: dict[str, str] = {}
+    """Default architecture per task, e.g. ``{"sentiment": "lstm"}``; a task not
+    named here defaults to its loaded model with the best test accuracy."""
+
+    execution_provider: Literal["auto", "cpu", "cuda"] = "auto"
+    """``auto`` uses CUDA when onnxruntime-gpu finds a usable GPU, else the CPU."""
+    ort_intra_op_threads: int = Field(1, ge=0)
+    """Threads ONNX Runtime uses inside one operator (0 lets ORT decide). One per
+    session gave the best tail latency on small machines: requests run in parallel
+    across sessions instead."""
+    ort_inter_op_threads: int = Field(1, ge=0)
+    """Threads ONNX Runtime uses across independent operators (0 lets ORT decide)."""
+    ort_spinning: bool = False
+    """Let ORT's thread pool spin while idle: lower latency, but burns a core."""
+    ort_graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    """ONNX Runtime graph optimization level."""
+    inference_threads: int = Field(2, ge=1)
+    """Worker threads that run ORT sessions, so the event loop never blocks on a model."""
+
+    max_batch_size: int = Field(32, ge=1)
+    """Largest batch the dynamic batcher sends to one ORT run."""
+    max_batch_wait_ms: float = Field(2.0, ge=0)
+    """How long the batcher holds the first request of a batch waiting for more."""
+    max_queue: int = Field(1024, ge=1)
+    """Requests waiting per model before new ones get RESOURCE_EXHAUSTED."""
+
+    max_text_chars: int = Field(2000, ge=1)
+    """Longest text accepted, in characters (INVALID_ARGUMENT beyond)."""
+    max_tokens: int = Field(256, ge=1)
+    """Longest text accepted, in tokens (INVALID_ARGUMENT beyond)."""
+    max_batch_texts: int = Field(64, ge=1)
+    """Most texts in one batch request (INVALID_ARGUMENT beyond)."""
+    max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    """Largest gRPC message received or sent."""
+    max_concurrent_rpcs: int = Field(1000, ge=1)
+    """RPCs handled at once; further ones are refused with RESOURCE_EXHAUSTED."""
+
+    grace_period_s: float = Field(10.0, ge=0)
+    """On SIGTERM/SIGINT, how long in-flight requests get to finish."""
+    drain_delay_s: float = Field(0.0, ge=0)
+    """On SIGTERM/SIGINT, how long health says NOT_SERVING before the server stops
+    taking new RPCs, so load balancers can route away first."""
+    log_level: str = "INFO"
+    """Python logging level name."""

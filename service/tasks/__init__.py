@@ -1,0 +1,1 @@
+"""Task logic (tokenize, look up, batch, decode), independent of gRPC."""

@@ -1,0 +1,126 @@
+"""What every served model offers, and the store that finds one for a request."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from service.errors import NotFound, Unavailable
+from service.repository import ModelEntry
+
+log = logging.getLogger(__name__)
+
+
+class ServedModel(Protocol):
+    """One model version of one task: the small interface the store needs."""
+
+    entry: ModelEntry
+
+    def load(self) -> None:
+        """Create ORT sessions and read vocabularies; raise with a clear message on failure."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    async def close(self) -> None:
+        """Stop batchers; fail what is still queued."""
+
+
+ModelFactory = Callable[[ModelEntry], ServedModel]
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    entry: ModelEntry
+    ready: bool
+    is_default: bool
+    error: str
+
+
+class ModelStore:
+    """All models of the repository, by task, architecture and version."""
+
+    def __init__(self, factories: dict[str, ModelFactory], default_arch: dict[str, str]) -> None:
+        self._factories = factories
+        self._configured_defaults = default_arch
+        self._models: dict[tuple[str, str, int], ServedModel] = {}
+        self._errors: dict[tuple[str, str, int], tuple[ModelEntry, str]] = {}
+        self._defaults: dict[str, str] = {}
+
+    def load(self, entries: list[ModelEntry]) -> None:
+        """Load every entry; a model that fails is reported, the others still serve."""
+        for entry in entries:
+            key = (entry.task, entry.arch, entry.version)
+            if entry.manifest is None:
+                self._fail(key, entry, entry.error)
+                continue
+            try:
+                model = self._factories[entry.task](entry)
+                model.load()
+            except Exception as exc:  # one bad file must not take the server down
+                self._fail(key, entry, str(exc))
+                continue
+            self._models[key] = model
+            log.info("loaded %s/%s/%d from %s", *key, entry.path)
+        self._defaults = {task: self._pick_default(task) for task in self._factories}
+
+    def _fail(self, key: tuple[str, str, int], entry: ModelEntry, error: str) -> None:
+        self._errors[key] = (entry, error)
+        log.error("not serving %s/%s/%d: %s", *key, error)
+
+    def _pick_default(self, task: str) -> str:
+        archs = {arch for (t, arch, _) in self._models if t == task}
+        configured = self._configured_defaults.get(task)
+        if configured:
+            if configured not in archs:
+                log.warning("default %s arch %r has no ready model; choosing by accuracy", task, configured)
+            else:
+                return configured
+        best = sorted(
+            (m for (t, _, _), m in self._models.items() if t == task),
+            key=lambda m: m.entry.manifest.quality.get("test_accuracy", 0.0) if m.entry.manifest else 0.0,
+        )
+        return best[-1].entry.arch if best else ""
+
+    def get(self, task: str, arch: str = "", version: int = 0) -> ServedModel:
+        """The model for a request: default arch when empty, newest version when 0."""
+        if task not in self._factories:
+            raise NotFound(f"task {task!r} is not served; served tasks: {', '.join(self._factories)}")
+        arch = arch or self._defaults.get(task, "")
+        versions = sorted(v for (t, a, v) in self._models if t == task and a == arch)
+        if not versions:
+            served = sorted({a for (t, a, _) in self._models if t == task})
+            if not served:
+                raise Unavailable(f"no {task} model is loaded")
+            raise NotFound(f"no {task} model for architecture {arch!r}; available: {', '.join(served)}")
+        if version == 0:
+            version = versions[-1]
+        if version not in versions:
+            raise NotFound(
+                f"{task}/{arch} has no version {version}; available: {', '.join(map(str, versions))}"
+            )
+        return self._models[(task, arch, version)]
+
+    def default_arch(self, task: str) -> str:
+        return self._defaults.get(task, "")
+
+    def statuses(self, task: str = "") -> list[ModelStatus]:
+        rows = [
+            ModelStatus(m.entry, m.ready, self._defaults.get(t) == a and v == self._newest(t, a), "")
+            for (t, a, v), m in self._models.items()
+        ] + [ModelStatus(entry, False, False, error) for entry, error in self._errors.values()]
+        rows = [r for r in rows if not task or r.entry.task == task]
+        return sorted(rows, key=lambda r: (r.entry.task, r.entry.arch, r.entry.version))
+
+    def _newest(self, task: str, arch: str) -> int:
+        return max(v for (t, a, v) in self._models if t == task and a == arch)
+
+    @property
+    def all_ready(self) -> bool:
+        return bool(self._models) and all(m.ready for m in self._models.values())
+
+    async def close(self) -> None:
+        for model in self._models.values():
+            await model.close()

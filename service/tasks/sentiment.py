@@ -1,0 +1,124 @@
+"""Sentiment: a sentence in, a label and the probability of every label out."""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.batcher import Batcher
+from service.errors import InferenceError, InvalidArgument
+from service.metrics import Metrics, ModelObserver
+from service.repository import ModelEntry
+from service.runtime import Runtime
+from service.settings import Settings
+from service.tasks.base import ModelStore
+from service.tasks.text_input import Encoder
+
+TASK = "sentiment"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    probabilities: list[tuple[str, float]]  # every label, in the model's order
+
+
+def pad(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad id lists into (B, T) tokens and (B,) lengths; the models ignore padding."""
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    tokens = np.full((len(rows), int(lengths.max())), pad_id, dtype=np.int64)  # (B, T)
+    for i, row in enumerate(rows):
+        tokens[i, : len(row)] = row
+    return tokens, lengths
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)  # (B, L), avoids overflow
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+class SentimentModel:
+    """One sentiment model version: an ORT session behind a dynamic batcher."""
+
+    def __init__(
+        self, entry: ModelEntry, runtime: Runtime, settings: Settings, metrics: Metrics, executor: Executor
+    ) -> None:
+        assert entry.manifest is not None
+        self.entry = entry
+        self._manifest = entry.manifest
+        self._runtime = runtime
+        self._settings = settings
+        self._metrics = metrics
+        self._executor = executor
+        self._name = f"{TASK}/{entry.arch}/{entry.version}"
+        self._session = None
+        self._batcher: Batcher[list[int], Prediction] | None = None
+
+    def load(self) -> None:
+        m, s = self._manifest, self._settings
+        self._encoder = Encoder(m, self.entry.path / m.files["vocab"], s.max_text_chars, s.max_tokens)
+        self._session = self._runtime.session(self.entry.path / m.files["model"])
+        names = [i.name for i in self._session.get_inputs()]
+        if names != ["tokens", "lengths"]:
+            raise ValueError(f"{self.entry.path / m.files['model']}: inputs {names}, expected tokens, lengths")
+        self._batcher = Batcher(
+            self._run,
+            max_batch_size=s.max_batch_size,
+            max_wait_s=s.max_batch_wait_ms / 1000,
+            max_queue=s.max_queue,
+            executor=self._executor,
+            workers=s.inference_threads,
+            observer=ModelObserver(self._metrics, TASK, self.entry.arch),
+            name=self._name,
+        )
+
+    @property
+    def ready(self) -> bool:
+        return self._batcher is not None
+
+    async def classify(self, texts: list[str]) -> list[Prediction]:
+        assert self._batcher is not None, "load() first"
+        what = "text" if len(texts) == 1 else "texts[{}]"
+        rows = [self._encoder.encode(t, what.format(i)) for i, t in enumerate(texts)]
+        return await self._batcher.submit_many(rows)
+
+    def _run(self, rows: list[list[int]]) -> list[Prediction]:
+        """One ORT run over a batch; runs in a worker thread."""
+        tokens, lengths = pad(rows, self._manifest.special_tokens["pad"])
+        try:
+            (logits,) = self._session.run(["logits"], {"tokens": tokens, "lengths": lengths})  # (B, L)
+        except Exception as exc:
+            raise InferenceError(f"{self._name}: inference failed: {exc}") from exc
+        labels = self._manifest.labels
+        return [
+            Prediction(labels[int(p.argmax())], [(label, float(x)) for label, x in zip(labels, p)])
+            for p in softmax(logits)
+        ]
+
+    async def close(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.close()
+
+
+class SentimentTask:
+    """Request validation and model choice for sentiment."""
+
+    def __init__(self, store: ModelStore, settings: Settings) -> None:
+        self._store = store
+        self._max_batch = settings.max_batch_texts
+
+    def model(self, arch: str = "", version: int = 0) -> SentimentModel:
+        """The model named by the request: NotFound names what exists."""
+        model = self._store.get(TASK, arch, version)
+        assert isinstance(model, SentimentModel)
+        return model
+
+    async def classify(self, model: SentimentModel, texts: list[str]) -> list[Prediction]:
+        if not texts:
+            raise InvalidArgument("texts is empty: send at least one text")
+        if len(texts) > self._max_batch:
+            raise InvalidArgument(f"{len(texts)} texts in one batch; the limit is {self._max_batch}")
+        return await model.classify(texts)

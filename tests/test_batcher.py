@@ -1,0 +1,157 @@
+"""The dynamic batcher on its own: batching, order, errors, limits, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from service.batcher import Batcher
+from service.errors import ResourceExhausted, Unavailable
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.errors: list[BaseException] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def run(self, items: list[int]) -> list[int]:
+        self.gate.wait(5)
+        self.batches.append(list(items))
+        return [x * 10 for x in items]
+
+    def on_batch(self, size, waits, seconds) -> None:
+        assert size == len(waits) and seconds >= 0
+
+    def on_error(self, size, error) -> None:
+        self.errors.append(error)
+
+
+def make(rec: Recorder, **kw) -> Batcher[int, int]:
+    opts = dict(max_batch_size=8, max_wait_s=0.05, max_queue=100, observer=rec)
+    opts.update(kw)
+    return Batcher(rec.run, executor=ThreadPoolExecutor(2), **opts)
+
+
+async def test_concurrent_items_share_a_run_and_keep_their_results():
+    rec = Recorder()
+    b = make(rec)
+    results = await asyncio.gather(*(b.submit(i) for i in range(5)))
+    assert results == [0, 10, 20, 30, 40]
+    assert rec.batches == [[0, 1, 2, 3, 4]]
+    await b.close()
+
+
+async def test_batches_never_exceed_the_maximum_size():
+    rec = Recorder()
+    b = make(rec, max_batch_size=3)
+    results = await asyncio.gather(*(b.submit(i) for i in range(10)))
+    assert results == [i * 10 for i in range(10)]
+    assert max(len(x) for x in rec.batches) <= 3
+    assert sorted(x for batch in rec.batches for x in batch) == list(range(10))
+    await b.close()
+
+
+async def test_a_lone_item_waits_no_longer_than_max_wait():
+    rec = Recorder()
+    b = make(rec, max_wait_s=0.01)
+    assert await asyncio.wait_for(b.submit(7), timeout=2) == 70
+    await b.close()
+
+
+async def test_zero_wait_still_takes_what_is_already_queued():
+    rec = Recorder()
+    b = make(rec, max_wait_s=0.0)
+    results = await asyncio.gather(*(b.submit(i) for i in range(4)))
+    assert results == [0, 10, 20, 30]
+    await b.close()
+
+
+async def test_an_error_reaches_every_waiter_of_the_batch_and_the_batcher_goes_on():
+    rec = Recorder()
+    calls = {"n": 0}
+
+    def flaky(items: list[int]) -> list[int]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ValueError("boom")
+        return [x + 1 for x in items]
+
+    b = Batcher(flaky, max_batch_size=8, max_wait_s=0.05, max_queue=100, observer=rec)
+    results = await asyncio.gather(*(b.submit(i) for i in range(3)), return_exceptions=True)
+    assert all(isinstance(r, ValueError) and str(r) == "boom" for r in results)
+    assert len(rec.errors) == 1
+    assert await b.submit(1) == 2
+    await b.close()
+
+
+async def test_a_wrong_number_of_results_is_an_error_for_everyone():
+    b = Batcher(lambda items: items[:-1], max_batch_size=8, max_wait_s=0.05, max_queue=100)
+    results = await asyncio.gather(*(b.submit(i) for i in range(3)), return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in results)
+    await b.close()
+
+
+async def test_a_full_queue_refuses_at_once_with_resource_exhausted():
+    rec = Recorder()
+    rec.gate.clear()  # the first batch blocks in the model
+    b = make(rec, max_batch_size=1, max_wait_s=0, max_queue=2)
+    first = asyncio.ensure_future(b.submit(0))
+    await asyncio.sleep(0.05)  # taken by the worker, stuck in run
+    queued = [asyncio.ensure_future(b.submit(i)) for i in (1, 2)]
+    await asyncio.sleep(0.01)
+    with pytest.raises(ResourceExhausted, match="queued"):
+        await b.submit(3)
+    rec.gate.set()
+    assert await first == 0
+    assert [await q for q in queued] == [10, 20]
+    await b.close()
+
+
+async def test_cancelled_items_never_reach_the_model():
+    rec = Recorder()
+    rec.gate.clear()
+    b = make(rec, max_batch_size=1, max_wait_s=0)
+    first = asyncio.ensure_future(b.submit(0))
+    await asyncio.sleep(0.05)
+    doomed = asyncio.ensure_future(b.submit(99))
+    await asyncio.sleep(0.01)
+    doomed.cancel()
+    rec.gate.set()
+    assert await first == 0
+    assert await b.submit(5) == 50
+    assert [99] not in rec.batches
+    await b.close()
+
+
+async def test_close_fails_what_is_still_queued_and_refuses_new_items():
+    rec = Recorder()
+    rec.gate.clear()
+    b = make(rec, max_batch_size=1, max_wait_s=0)
+    running = asyncio.ensure_future(b.submit(0))
+    await asyncio.sleep(0.05)
+    queued = asyncio.ensure_future(b.submit(1))
+    await asyncio.sleep(0.01)
+    await b.close()
+    rec.gate.set()
+    with pytest.raises(Unavailable):
+        await queued
+    with pytest.raises(Unavailable):
+        await b.submit(2)
+    running.cancel()
+
+
+async def test_several_workers_run_batches_in_parallel():
+    started = threading.Barrier(2, timeout=5)
+
+    def run(items: list[int]) -> list[int]:
+        started.wait()  # both workers must be inside run at once, or this times out
+        return items
+
+    b = Batcher(run, max_batch_size=1, max_wait_s=0, max_queue=10, workers=2, executor=ThreadPoolExecutor(2))
+    assert await asyncio.gather(b.submit(1), b.submit(2)) == [1, 2]
+    await b.close()
