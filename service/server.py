@@ -69,9 +69,24 @@ class App:
         await self.health.enter_graceful_shutdown()
         if self.settings.drain_delay_s:
             await asyncio.sleep(self.settings.drain_delay_s)
+        cancelled_before = self._cancelled_rpcs()
         await self.server.stop(self.settings.grace_period_s)
+        cut_off = self._cancelled_rpcs() - cancelled_before
+        if cut_off:
+            log.warning("%d in-flight RPCs were cancelled when the grace period ended", cut_off)
+        else:
+            log.info("every in-flight RPC finished within the grace period")
         await self.store.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+    def _cancelled_rpcs(self) -> int:
+        return int(sum(
+            sample.value
+            for metric in self.metrics.requests.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_total") and sample.labels.get("code") == "CANCELLED"
+        ))
 
 
 async def build(settings: Settings, registry: CollectorRegistry) -> App:

@@ -47,8 +47,10 @@ class Settings(BaseSettings):
 
     max_batch_size: int = Field(32, ge=1)
     """Largest batch the dynamic batcher sends to one ORT run."""
-    max_batch_wait_ms: float = Field(2.0, ge=0)
-    """How long the batcher holds the first request of a batch waiting for more."""
+    max_batch_wait_ms: float = Field(0.0, ge=0)
+    """How long the batcher holds the first request of a batch waiting for more.
+    0 sends whatever is queued at once: a lone request pays no wait, and under
+    load batches still fill while the previous ORT run is busy."""
     max_queue: int = Field(1024, ge=1)
     """Requests waiting per model before new ones get RESOURCE_EXHAUSTED."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -54,14 +55,17 @@ Wrap = Callable[[Callable[..., Any], grpc.HandlerCallDetails], Callable[..., Any
 def _rewrap(handler: grpc.RpcMethodHandler, wrap_unary: Wrap, wrap_stream: Wrap, details: Any) -> Any:
     """The same handler with its behaviour wrapped, whatever its streaming kind."""
     kinds = (
-        ("unary_unary", grpc.unary_unary_rpc_method_handler, wrap_unary),
-        ("stream_unary", grpc.stream_unary_rpc_method_handler, wrap_unary),
-        ("unary_stream", grpc.unary_stream_rpc_method_handler, wrap_stream),
-        ("stream_stream", grpc.stream_stream_rpc_method_handler, wrap_stream),
+        ("unary_unary", grpc.unary_unary_rpc_method_handler),
+        ("stream_unary", grpc.stream_unary_rpc_method_handler),
+        ("unary_stream", grpc.unary_stream_rpc_method_handler),
+        ("stream_stream", grpc.stream_stream_rpc_method_handler),
     )
-    for attr, make, wrap in kinds:
+    for attr, make in kinds:
         behavior = getattr(handler, attr)
         if behavior is not None:
+            # A streaming handler is either an async generator or a coroutine that
+            # writes through context.write() (as grpc's own health Watch does).
+            wrap = wrap_stream if inspect.isasyncgenfunction(behavior) else wrap_unary
             return make(
                 wrap(behavior, details),
                 request_deserializer=handler.request_deserializer,

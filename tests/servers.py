@@ -1,0 +1,93 @@
+"""Running a real seqserve server as a child process on loopback ports, for tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """``python -m service`` with the given settings; ``start`` waits for SERVING."""
+
+    def __init__(self, repository: Path, log_path: Path, **settings: str) -> None:
+        self.grpc_port = free_port()
+        self.metrics_port = free_port()
+        self.target = f"127.0.0.1:{self.grpc_port}"
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        self.log_path = log_path
+        self.env = {
+            **os.environ,
+            "SEQSERVE_HOST": "127.0.0.1",
+            "SEQSERVE_GRPC_PORT": str(self.grpc_port),
+            "SEQSERVE_METRICS_PORT": str(self.metrics_port),
+            "SEQSERVE_MODEL_REPOSITORY": str(repository),
+            **{f"SEQSERVE_{k.upper()}": v for k, v in settings.items()},
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0, expect_serving: bool = True) -> "ServerProcess":
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service"], env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        if expect_serving:
+            self.wait_for_health(health_pb2.HealthCheckResponse.SERVING, timeout)
+        return self
+
+    def wait_for_health(self, status: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(self.target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.logs()}")
+                try:
+                    if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == status:
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.1)
+        raise TimeoutError(f"health never reached {status} in {timeout}s:\n{self.logs()}")
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self._log.close()
+        return code
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
