@@ -15,6 +15,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The serving path must never need torch (nor onnx, a training-side package):
+# every test server runs with both made unimportable.
+_SERVE_WITHOUT_TRAINING_PACKAGES = (
+    "import sys; sys.modules['torch'] = None; sys.modules['onnx'] = None; "
+    "from service.server import main; main()"
+)
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -44,7 +51,7 @@ class ServerProcess:
     def start(self, timeout: float = 60.0, expect_serving: bool = True) -> "ServerProcess":
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service"], env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT
+            [sys.executable, "-c", _SERVE_WITHOUT_TRAINING_PACKAGES], env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT
         )
         if expect_serving:
             self.wait_for_health(health_pb2.HealthCheckResponse.SERVING, timeout)
