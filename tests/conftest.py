@@ -15,6 +15,12 @@ from seqserve.manifest import ARCHS
 from tests.servers import ROOT, ServerProcess
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "docker: starts a Docker engine and builds images (tests/test_compose_docker.py); -m 'not docker' skips"
+    )
+
+
 def _has_all(repository: Path, task: str) -> bool:
     return all(any((repository / task / arch).glob("*/manifest.json")) for arch in ARCHS)
 

@@ -1,0 +1,127 @@
+"""What users rely on in a running stack, checked the same way whether it runs as
+plain processes (test_stack_processes) or on a Docker engine (test_compose_docker)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import pytest
+
+from deploy import composefile
+from seqserve.client import Client
+from seqserve.manifest import ARCHS
+from tests.fakes import write_fake_sentiment
+from tests.servers import ROOT
+
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "seqserve.json"
+# What Grafana puts in for $__rate_interval at this scrape interval, give or take.
+RATE_INTERVAL = "30s"
+
+T = TypeVar("T")
+
+
+def require(*tools: str, compose: bool = False, modules: tuple[str, ...] = ()) -> None:
+    """Skip when a tool is missing, with the reason; on CI (``CI`` set) fail instead."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    missing += [m for m in modules if importlib.util.find_spec(m) is None]
+    if compose and composefile.compose_binary() is None:
+        missing.append("Compose v2")
+    if missing:
+        message = f"{', '.join(missing)} not installed: run scripts/install-deploy-tools.sh"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def fake_repository(path: Path) -> Path:
+    """A model repository with a tiny fake model for every architecture."""
+    for i, arch in enumerate(ARCHS):
+        write_fake_sentiment(path, arch, accuracy=0.5 + i / 100)
+    return path
+
+
+def drive_traffic(target: str, calls_per_arch: int = 6) -> int:
+    """Calls every architecture through ``target``: unary, batch, and one refused
+    call each, so every dashboard panel (errors too) has something per architecture.
+    Returns how many calls succeeded."""
+    done = 0
+    with Client(target) as client:
+        for arch in ARCHS:
+            for _ in range(calls_per_arch):
+                assert client.classify("a good great film", arch=arch).label == "positive"
+                done += 1
+            assert [c.label for c in client.classify_batch(["awful bad", "great"], arch=arch)] == ["negative", "positive"]
+            done += 1
+            with pytest.raises(grpc.RpcError) as refused:
+                client.classify("", arch=arch)
+            assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    return done
+
+
+def prom_query(prometheus_url: str, expr: str) -> list[dict[str, Any]]:
+    url = f"{prometheus_url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        body = json.load(reply)
+    assert body["status"] == "success", body
+    return body["data"]["result"]
+
+
+def wait_for(what: str, probe: Callable[[], tuple[bool, T]], timeout: float = 90.0) -> T:
+    """Poll until ``probe`` says done (Prometheus only knows what it scraped);
+    fail with the last thing it saw."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, seen = probe()
+        if done:
+            return seen
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: still {seen!r} after {timeout:.0f}s")
+        time.sleep(1)
+
+
+def panel_queries(task: str = "sentiment") -> list[tuple[str, str, bool]]:
+    """Every query of the dashboard as Grafana sends it with "All" selected:
+    (panel title and refId, PromQL, whether it is split by architecture)."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    values = {"task": [task], "arch": list(ARCHS)}
+    queries = []
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"].replace("$__rate_interval", RATE_INTERVAL)
+            # A multi-value variable becomes a regex alternation, as Grafana does it.
+            expr = re.sub(r"\$(task|arch)\b", lambda m: "(" + "|".join(values[m.group(1)]) + ")", expr)
+            by_arch = bool(re.search(r"by \([^)]*\barch\b", expr))
+            queries.append((f"{panel['title']} [{target['refId']}]", expr, by_arch))
+    return queries
+
+
+def dashboard_gaps(prometheus_url: str) -> dict[str, str]:
+    """Panel queries that do not yet return series (for every architecture, where
+    the panel splits by architecture): {query: what is missing}."""
+    gaps = {}
+    for name, expr, by_arch in panel_queries():
+        series = prom_query(prometheus_url, expr)
+        if by_arch:
+            missing = set(ARCHS) - {s["metric"].get("arch") for s in series}
+            if missing:
+                gaps[name] = f"no series for {sorted(missing)}"
+        elif not series:
+            gaps[name] = "no series"
+    return gaps
+
+
+def calls_by_instance(prometheus_url: str) -> dict[str, float]:
+    """Sentiment calls each scraped replica counted, as Prometheus has them."""
+    series = prom_query(prometheus_url, 'sum by (instance) (seqserve_requests_total{task="sentiment"})')
+    return {s["metric"]["instance"]: float(s["value"][1]) for s in series}
