@@ -1,0 +1,390 @@
+"""``seqserve export``: checkpoints -> verified ONNX models in the model repository.
+
+    seqserve export --task sentiment --arch all --runs ~/.cache/seqserve/runs --repository ./models
+
+writes ``<repository>/<task>/<arch>/<version>/{model.onnx, vocab.txt, manifest.json}``.
+
+Two rules keep a served model honest:
+
+* **Parity or nothing.** The ONNX graph is run by ONNX Runtime on batches of
+  mixed lengths at several batch sizes and lengths, and must match PyTorch
+  (max abs diff < 1e-4) or the export fails. Exporters can silently freeze a
+  sequence length into a graph; only a check at other shapes catches that.
+* **Atomic versions.** Files are written to a hidden temp folder next to the
+  version and renamed into place, so a server scanning the repository never
+  sees a half-written version.
+
+Exporter per architecture (``EXPORTER``, measured with torch 2.13 and
+onnxruntime 1.31): the recurrent
+models use the TorchScript (legacy) exporter, because the dynamo exporter froze
+the sequence axis of nn.RNN and of the BiLSTM's backward pass to the example
+length; the Transformer uses dynamo, which is the maintained exporter and was
+exact at every shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import shutil
+import sys
+import uuid
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+import torch.nn as nn
+
+from export import paths
+from export.models import ARCHS, load_checkpoint
+from export.vocab import PAD, PAD_ID, UNK, UNK_ID
+from seqserve.manifest import Manifest, TensorSpec, write_vocab
+from seqserve.text import TOKENIZER_NAME
+
+OPSET = 18
+MODEL_FILE = "model.onnx"
+VOCAB_FILE = "vocab.txt"
+PARITY_ATOL = 1e-4
+# (batch, length) pairs the exported graph must reproduce PyTorch at; each has
+# rows of random lengths, so padding, single tokens and long rows are all covered.
+PARITY_SHAPES: tuple[tuple[int, int], ...] = ((1, 1), (32, 20), (1, 128), (7, 33), (5, 2))
+# The example traced at export: sizes that match none of the parity shapes, so
+# a length or batch size baked into the graph cannot pass the check by luck.
+EXAMPLE_SHAPE = (3, 11)
+
+EXPORTER: dict[str, str] = {
+    "rnn": "torchscript",
+    "lstm": "torchscript",
+    "gru": "torchscript",
+    "bilstm": "torchscript",
+    "transformer": "dynamo",
+}
+
+
+class ExportError(RuntimeError):
+    """The exported graph is not a faithful copy of the PyTorch model."""
+
+
+# ----------------------------------------------------------------------------- exporting
+
+
+def _example_inputs(vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    B, T = EXAMPLE_SHAPE
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.tensor([T] + [max(1, T - 3 * i) for i in range(1, B)], dtype=torch.long)  # (B,)
+    tokens = torch.randint(2, max(3, vocab_size), (B, T), generator=g)  # (B, T)
+    tokens[torch.arange(T).unsqueeze(0) >= lengths.unsqueeze(1)] = PAD_ID
+    return tokens, lengths
+
+
+def _export_torchscript(model: nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> None:
+    with warnings.catch_warnings():
+        # The deprecation notice, and a GRU batch-size warning that the parity check makes moot.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            example,
+            str(path),
+            input_names=["tokens", "lengths"],
+            output_names=["logits"],
+            dynamic_axes={"tokens": {0: "batch", 1: "length"}, "lengths": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
+
+def _export_dynamo(model: nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> None:
+    batch, length = torch.export.Dim("batch"), torch.export.Dim("length")
+    # dynamo narrates every step (prints and log warnings); keep the command's output readable.
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)
+    try:
+        quiet = contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO())
+        with warnings.catch_warnings(), quiet[0], quiet[1]:
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                model,
+                example,
+                input_names=["tokens", "lengths"],
+                output_names=["logits"],
+                dynamic_shapes={"tokens": {0: batch, 1: length}, "lengths": {0: batch}},
+                opset_version=OPSET,
+                dynamo=True,
+                verbose=False,
+            )
+    finally:
+        onnx_log.setLevel(level)
+    program.save(str(path))
+
+
+def _name_io_dims(path: Path, n_labels: int) -> None:
+    """Give the graph's inputs and outputs the manifest's symbolic dims (exporters differ in naming them)."""
+    proto = onnx.load(str(path))
+    wanted = {
+        "tokens": ["batch", "length"],
+        "lengths": ["batch"],
+        "logits": ["batch", n_labels],
+    }
+    for value in [*proto.graph.input, *proto.graph.output]:
+        dims = wanted.get(value.name)
+        if dims is None:
+            raise ExportError(f"unexpected graph input/output {value.name!r}")
+        shape = value.type.tensor_type.shape
+        if len(shape.dim) != len(dims):
+            raise ExportError(f"{value.name}: rank {len(shape.dim)}, expected {len(dims)}")
+        for dim, want in zip(shape.dim, dims):
+            if isinstance(want, str):
+                dim.dim_param = want  # also clears any example-sized dim_value
+            else:
+                dim.dim_value = want
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(path))
+
+
+def export_onnx(model: nn.Module, arch: str, vocab_size: int, n_labels: int, path: Path) -> str:
+    """Export ``model`` (eval mode) to ``path``; returns the exporter used."""
+    model.eval()
+    example = _example_inputs(vocab_size)
+    exporter = EXPORTER[arch]
+    if exporter == "dynamo":
+        _export_dynamo(model, example, path)
+    else:
+        _export_torchscript(model, example, path)
+    _name_io_dims(path, n_labels)
+    return exporter
+
+
+# ----------------------------------------------------------------------------- verification
+
+
+def parity_inputs(vocab_size: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Batches at PARITY_SHAPES; row 0 uses the full length, the rest random lengths in [1, T]."""
+    rng = np.random.default_rng(seed)
+    batches = []
+    for B, T in PARITY_SHAPES:
+        lengths = rng.integers(1, T + 1, size=B).astype(np.int64)  # (B,)
+        lengths[0] = T
+        tokens = rng.integers(0, vocab_size, size=(B, T)).astype(np.int64)  # (B, T), includes <unk> and <pad> ids
+        tokens[np.arange(T)[None, :] >= lengths[:, None]] = PAD_ID
+        batches.append((tokens, lengths))
+    return batches
+
+
+def check_parity(model: nn.Module, onnx_path: Path, vocab_size: int, atol: float = PARITY_ATOL) -> float:
+    """Largest |ORT - PyTorch| over PARITY_SHAPES; raises ExportError above ``atol``.
+
+    Runs a plain session and one configured like the service (one intra-op
+    thread, basic graph optimizations), since fusions differ between them.
+    """
+    plain = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    service_like = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    worst = 0.0
+    model.eval()
+    for tokens, lengths in parity_inputs(vocab_size):
+        with torch.no_grad():
+            expected = model(torch.from_numpy(tokens), torch.from_numpy(lengths)).numpy()  # (B, n_labels)
+        for session in (plain, service_like):
+            try:
+                (got,) = session.run(["logits"], {"tokens": tokens, "lengths": lengths})
+            except Exception as exc:  # e.g. a length frozen into a Reshape or Concat
+                raise ExportError(
+                    f"{onnx_path}: ONNX Runtime failed at batch x length {tokens.shape[0]}x{tokens.shape[1]}: {exc}"
+                ) from exc
+            if got.shape != expected.shape or got.dtype != np.float32:
+                raise ExportError(
+                    f"{onnx_path}: ONNX output {got.dtype}{got.shape} at input {tokens.shape}, "
+                    f"expected float32{expected.shape}"
+                )
+            diff = float(np.abs(got - expected).max())
+            if not diff < atol:  # also catches NaN
+                raise ExportError(
+                    f"{onnx_path}: ONNX Runtime differs from PyTorch by {diff:.3g} (> {atol}) at batch x length "
+                    f"{tokens.shape[0]}x{tokens.shape[1]}; refusing to publish this export"
+                )
+            worst = max(worst, diff)
+    return worst
+
+
+# ----------------------------------------------------------------------------- repository
+
+
+def existing_versions(arch_dir: Path) -> list[int]:
+    if not arch_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in arch_dir.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0)
+
+
+def next_version(arch_dir: Path) -> int:
+    versions = existing_versions(arch_dir)
+    return versions[-1] + 1 if versions else 1
+
+
+def _package_versions() -> dict[str, str]:
+    return {
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": ort.__version__,
+        "opset": str(OPSET),
+    }
+
+
+def build_manifest(ckpt: dict[str, Any], version: int, parameters: int, exporter: str) -> Manifest:
+    task, cfg = ckpt["task"], ckpt["config"]
+    if ckpt["vocab"][PAD_ID] != PAD or ckpt["vocab"][UNK_ID] != UNK:
+        raise ExportError("checkpoint vocabulary does not start with <pad>, <unk>")
+    metrics, training = ckpt.get("metrics", {}), ckpt.get("training", {})
+    quality = {k: metrics[k] for k in ("test_accuracy", "dev_accuracy", "test_size", "dev_size") if k in metrics}
+    training_info = {
+        k: training[k]
+        for k in (
+            "profile",
+            "epochs",
+            "best_epoch",
+            "seed",
+            "train_size",
+            "dev_size",
+            "test_size",
+            "vocab_size",
+            "settings",
+        )
+        if k in training
+    }
+    if "train_seconds" in metrics:
+        training_info["train_seconds"] = metrics["train_seconds"]
+    return Manifest(
+        task=task,
+        arch=cfg["arch"],
+        version=version,
+        labels=list(ckpt["labels"]),
+        inputs=[
+            TensorSpec("tokens", "int64", ["batch", "length"]),
+            TensorSpec("lengths", "int64", ["batch"]),
+        ],
+        outputs=[TensorSpec("logits", "float32", ["batch", len(ckpt["labels"])])],
+        files={"model": MODEL_FILE, "vocab": VOCAB_FILE},
+        tokenizer={"name": TOKENIZER_NAME, "lowercase": True},
+        special_tokens={"pad": PAD_ID, "unk": UNK_ID},
+        quality=quality,
+        training=training_info,
+        model_config=dict(cfg),
+        parameters=parameters,
+        exported_with={**_package_versions(), "exporter": exporter},
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def export_checkpoint(checkpoint_path: Path, repository: Path, version: int | None = None) -> Path:
+    """Export one checkpoint as a new version in ``repository``; returns the version folder.
+
+    ``version=None`` takes the next free integer. Raises FileExistsError if an
+    explicit version exists, ExportError if ONNX Runtime disagrees with PyTorch.
+    """
+    model, ckpt = load_checkpoint(Path(checkpoint_path))
+    cfg = ckpt["config"]
+    task, arch = ckpt["task"], cfg["arch"]
+    if task != "sentiment":  # the manifest below describes a (batch, n_labels) classifier
+        raise ValueError(f"{checkpoint_path}: exporting {task!r} models is not supported yet")
+    arch_dir = Path(repository) / task / arch
+    arch_dir.mkdir(parents=True, exist_ok=True)
+    if version is not None:
+        if version < 1:
+            raise ValueError("version must be a positive integer")
+        if (arch_dir / str(version)).exists():
+            raise FileExistsError(f"{arch_dir / str(version)} already exists")
+
+    # Hidden and non-numeric: a server scanning for integer folders ignores it.
+    tmp = arch_dir / f".tmp-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        exporter = export_onnx(model, arch, cfg["vocab_size"], cfg["n_labels"], tmp / MODEL_FILE)
+        check_parity(model, tmp / MODEL_FILE, cfg["vocab_size"])
+        write_vocab(tmp / VOCAB_FILE, list(ckpt["vocab"]))
+        parameters = sum(p.numel() for p in model.parameters())
+        while True:
+            v = version if version is not None else next_version(arch_dir)
+            build_manifest(ckpt, v, parameters, exporter).write(tmp)
+            final = arch_dir / str(v)
+            if final.exists():  # another export took this number meanwhile
+                if version is not None:
+                    raise FileExistsError(f"{final} already exists")
+                continue
+            try:
+                tmp.rename(final)  # atomic on one filesystem
+            except OSError:
+                if version is not None or not final.exists():
+                    raise
+                continue
+            return final
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="seqserve export",
+        description="Export trained checkpoints to ONNX, verify them against PyTorch, "
+        "and add them to a model repository.",
+    )
+    p.add_argument("--task", default="sentiment", choices=["sentiment"])
+    p.add_argument("--arch", nargs="+", default=["all"], choices=[*ARCHS, "all"])
+    p.add_argument(
+        "--runs",
+        type=Path,
+        default=None,
+        help="training runs dir (default: $SEQSERVE_RUNS_DIR or ~/.cache/seqserve/runs)",
+    )
+    p.add_argument("--repository", type=Path, default=Path("models"), help="model repository root (default: ./models)")
+    p.add_argument("--version", type=int, default=None, help="version number (default: next free integer per model)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    runs = args.runs or paths.runs_dir()
+    explicit = "all" not in args.arch
+    archs = [a for a in ARCHS if not explicit or a in args.arch]
+    status = 0
+    exported = 0
+    for arch in archs:
+        ckpt = runs / args.task / arch / "checkpoint.pt"
+        if not ckpt.is_file():
+            if explicit:
+                print(f"seqserve export: no checkpoint {ckpt}", file=sys.stderr)
+                status = 1
+            continue
+        try:
+            out = export_checkpoint(ckpt, args.repository, args.version)
+        except (ExportError, FileExistsError, ValueError) as exc:
+            print(f"seqserve export: {args.task}/{arch}: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        m = Manifest.load(out)
+        acc = m.quality.get("test_accuracy")
+        print(
+            f"{args.task}/{arch} v{m.version} -> {out}  ({m.exported_with.get('exporter')}, "
+            f"test acc {acc:.4f})" if acc is not None else f"{args.task}/{arch} v{m.version} -> {out}"
+        )
+        exported += 1
+    if exported == 0 and status == 0:
+        print(f"seqserve export: no checkpoints under {runs / args.task}", file=sys.stderr)
+        status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
