@@ -46,6 +46,12 @@ class Manifest:
     parameters: int = 0
     exported_with: dict[str, str] = field(default_factory=dict)  # package -> version
     created: str = ""  # ISO-8601 UTC
+    # Per-token features the server computes beside the ids (tagging), e.g.
+    # {"name": "suffix-shape-v1", "buckets": 4096}; empty when the model takes ids only.
+    features: dict[str, Any] = field(default_factory=dict)
+    # How the model streams (tagging): {"mode": "causal"} when a step graph carries
+    # the state, {"mode": "lookahead", "lookahead": k} when it needs k future tokens.
+    streaming: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> str:
