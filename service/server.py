@@ -13,14 +13,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
+from seqserve.kserve import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
 from seqserve.v1 import models_pb2, models_pb2_grpc, sentiment_pb2, sentiment_pb2_grpc
 from service import repository
 from service.grpc_api.interceptors import ErrorInterceptor, MetricsInterceptor
-from service.grpc_api.servicers import ModelsServicer, SentimentServicer
+from service.grpc_api.servicers import InferenceServicer, ModelsServicer, SentimentServicer
 from service.metrics import Metrics
 from service.runtime import Runtime
 from service.settings import Settings
-from service.tasks.base import ModelStore
+from service.tasks.base import ModelStore, ServingState
+from service.tasks.open_inference import OpenInference, SentimentTensors
 from service.tasks.sentiment import SentimentModel, SentimentTask
 
 log = logging.getLogger("seqserve")
@@ -29,6 +31,7 @@ SERVICE_NAMES = {
     "sentiment": sentiment_pb2.DESCRIPTOR.services_by_name["Sentiment"].full_name,
 }
 MODELS_SERVICE = models_pb2.DESCRIPTOR.services_by_name["Models"].full_name
+KSERVE_SERVICE = grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
 
 @dataclass
@@ -39,6 +42,7 @@ class App:
     server: grpc.aio.Server
     health: health.aio.HealthServicer
     store: ModelStore
+    state: ServingState
     metrics: Metrics
     executor: ThreadPoolExecutor
     port: int
@@ -60,12 +64,15 @@ class App:
             any_ready |= ready
             await self.health.set(SERVICE_NAMES[task], serving if ready else not_serving)
         await self.health.set(MODELS_SERVICE, serving)
+        await self.health.set(KSERVE_SERVICE, serving if any_ready else not_serving)
         await self.health.set("", serving if any_ready else not_serving)
+        self.state.serving = any_ready
         if not any_ready:
             log.error("no model could be loaded from %s; health stays NOT_SERVING", self.settings.model_repository)
 
     async def stop(self) -> None:
         """Health NOT_SERVING first, then no new RPCs, then let in-flight ones finish."""
+        self.state.serving = False
         await self.health.enter_graceful_shutdown()
         if self.settings.drain_delay_s:
             await asyncio.sleep(self.settings.drain_delay_s)
@@ -101,6 +108,8 @@ async def build(settings: Settings, registry: CollectorRegistry) -> App:
         {"sentiment": lambda entry: SentimentModel(entry, runtime, settings, metrics, executor)},
         settings.default_arch,
     )
+    state = ServingState()
+    sentiment = SentimentTask(store, settings)
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -111,19 +120,22 @@ async def build(settings: Settings, registry: CollectorRegistry) -> App:
         options=options,
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
-    sentiment_pb2_grpc.add_SentimentServicer_to_server(SentimentServicer(SentimentTask(store, settings)), server)
+    sentiment_pb2_grpc.add_SentimentServicer_to_server(SentimentServicer(sentiment), server)
     models_pb2_grpc.add_ModelsServicer_to_server(ModelsServicer(store), server)
+    protocol = OpenInference(store, state, {"sentiment": SentimentTensors(sentiment)})
+    grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(protocol), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     reflection.enable_server_reflection(
-        [*SERVICE_NAMES.values(), MODELS_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        [*SERVICE_NAMES.values(), MODELS_SERVICE, KSERVE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME],
+        server,
     )
     port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
     if port == 0:
         raise OSError(f"could not bind gRPC to {settings.host}:{settings.grpc_port}")
     await server.start()
-    return App(settings, server, health_servicer, store, metrics, executor, port)
+    return App(settings, server, health_servicer, store, state, metrics, executor, port)
 
 
 async def serve(settings: Settings) -> None:

@@ -2,9 +2,11 @@
 
 Usage: python tools/gen_protos.py [OUT_DIR]   (default: the repository root)
 
-The generated modules land in OUT_DIR/seqserve/v1/. tests/test_protos.py runs
-this into a temporary folder and fails if the result differs from what is
-checked in, so an edited .proto cannot ship without its generated code.
+Every ``protos/seqserve/<package>/*.proto`` is generated into
+``OUT_DIR/seqserve/<package>/``: the typed API (``v1/``) and the Open Inference
+Protocol (``kserve/``). tests/test_protos.py runs this into a temporary folder
+and fails if the result differs from what is checked in, so an edited .proto
+cannot ship without its generated code.
 """
 
 from __future__ import annotations
@@ -18,8 +20,13 @@ ROOT = Path(__file__).resolve().parents[1]
 PROTO_ROOT = ROOT / "protos"
 
 
+def proto_packages() -> list[str]:
+    """The folders under protos/seqserve/ that hold .proto files, e.g. ["kserve", "v1"]."""
+    return sorted({p.parent.name for p in PROTO_ROOT.glob("seqserve/*/*.proto")})
+
+
 def generate(out_dir: Path) -> list[Path]:
-    protos = sorted(PROTO_ROOT.glob("seqserve/v1/*.proto"))
+    protos = sorted(PROTO_ROOT.glob("seqserve/*/*.proto"))
     out_dir.mkdir(parents=True, exist_ok=True)
     args = [
         "protoc",
@@ -31,7 +38,7 @@ def generate(out_dir: Path) -> list[Path]:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
-    return sorted((out_dir / "seqserve" / "v1").glob("*_pb2*.py*"))
+    return sorted(p for package in proto_packages() for p in (out_dir / "seqserve" / package).glob("*_pb2*.py*"))
 
 
 if __name__ == "__main__":

@@ -23,12 +23,17 @@ from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-_TASK_OF_SERVICE = {"Sentiment": "sentiment", "Tagging": "tagging", "Translation": "translation"}
+# The Open Inference Protocol serves every task: its ModelInfer relabels itself
+# with the model's task once resolved; its other calls count under "kserve".
+_TASK_OF_SERVICE = {
+    "Sentiment": "sentiment", "Tagging": "tagging", "Translation": "translation", "GRPCInferenceService": "kserve",
+}
 
 
 @dataclass
 class CallLabels:
-    """Labels of the current RPC; a servicer fills in ``arch`` once it has resolved the model."""
+    """Labels of the current RPC; a servicer fills in ``arch`` once it has resolved the
+    model (and ``task``, where one service serves several tasks)."""
 
     task: str
     method: str

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import grpc
 
+from seqserve.kserve import grpc_predict_v2_pb2 as kserve_pb2
+from seqserve.kserve import grpc_predict_v2_pb2_grpc as kserve_pb2_grpc
 from seqserve.v1 import common_pb2, models_pb2, models_pb2_grpc, sentiment_pb2, sentiment_pb2_grpc
 from service.grpc_api.interceptors import call_labels
+from service.grpc_api.tensor_codec import decode_inputs, encode_response
 from service.repository import ModelEntry
 from service.tasks.base import ModelStore
+from service.tasks.open_inference import OpenInference, TensorMetadata
 from service.tasks.sentiment import Prediction, SentimentTask
 
 
@@ -68,3 +72,57 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
                 )
             )
         return models_pb2.ListModelsResponse(models=infos)
+
+
+def _tensor_metadata(t: TensorMetadata) -> kserve_pb2.ModelMetadataResponse.TensorMetadata:
+    return kserve_pb2.ModelMetadataResponse.TensorMetadata(name=t.name, datatype=t.datatype, shape=t.shape)
+
+
+class InferenceServicer(kserve_pb2_grpc.GRPCInferenceServiceServicer):
+    """The Open Inference Protocol (KServe v2), for Triton's and KServe's clients."""
+
+    def __init__(self, protocol: OpenInference) -> None:
+        self._protocol = protocol
+
+    async def ServerLive(
+        self, request: kserve_pb2.ServerLiveRequest, context: grpc.aio.ServicerContext
+    ) -> kserve_pb2.ServerLiveResponse:
+        return kserve_pb2.ServerLiveResponse(live=True)  # answering at all is being live
+
+    async def ServerReady(
+        self, request: kserve_pb2.ServerReadyRequest, context: grpc.aio.ServicerContext
+    ) -> kserve_pb2.ServerReadyResponse:
+        return kserve_pb2.ServerReadyResponse(ready=self._protocol.server_ready())
+
+    async def ModelReady(
+        self, request: kserve_pb2.ModelReadyRequest, context: grpc.aio.ServicerContext
+    ) -> kserve_pb2.ModelReadyResponse:
+        return kserve_pb2.ModelReadyResponse(ready=self._protocol.model_ready(request.name, request.version))
+
+    async def ServerMetadata(
+        self, request: kserve_pb2.ServerMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> kserve_pb2.ServerMetadataResponse:
+        name, version, extensions = self._protocol.server_metadata()
+        return kserve_pb2.ServerMetadataResponse(name=name, version=version, extensions=extensions)
+
+    async def ModelMetadata(
+        self, request: kserve_pb2.ModelMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> kserve_pb2.ModelMetadataResponse:
+        meta = self._protocol.model_metadata(request.name, request.version)
+        return kserve_pb2.ModelMetadataResponse(
+            name=meta.name,
+            versions=meta.versions,
+            platform=meta.platform,
+            inputs=[_tensor_metadata(t) for t in meta.inputs],
+            outputs=[_tensor_metadata(t) for t in meta.outputs],
+        )
+
+    async def ModelInfer(
+        self, request: kserve_pb2.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> kserve_pb2.ModelInferResponse:
+        model = self._protocol.model(request.model_name, request.model_version)
+        labels = call_labels()
+        # One protocol serves every task, so the task label comes from the model too.
+        labels.task, labels.arch = model.entry.task, model.entry.arch
+        result = await self._protocol.infer(model, decode_inputs(request), [o.name for o in request.outputs])
+        return encode_response(result, request.id, raw=bool(request.raw_input_contents))

@@ -31,6 +31,15 @@ class ServedModel(Protocol):
 ModelFactory = Callable[[ModelEntry], ServedModel]
 
 
+class ServingState:
+    """Whether the server takes requests, as health says it: false while models
+    load and from the start of a shutdown. Protocols with their own readiness
+    calls (the Open Inference Protocol's ServerReady) read it here."""
+
+    def __init__(self) -> None:
+        self.serving = False
+
+
 @dataclass(frozen=True)
 class ModelStatus:
     entry: ModelEntry
@@ -105,6 +114,15 @@ class ModelStore:
 
     def default_arch(self, task: str) -> str:
         return self._defaults.get(task, "")
+
+    @property
+    def tasks(self) -> list[str]:
+        """The tasks this store serves (whether or not any of their models loaded)."""
+        return list(self._factories)
+
+    def versions(self, task: str, arch: str) -> list[int]:
+        """The loaded versions of one task and architecture, oldest first."""
+        return sorted(v for (t, a, v) in self._models if t == task and a == arch)
 
     def statuses(self, task: str = "") -> list[ModelStatus]:
         rows = [

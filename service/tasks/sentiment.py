@@ -23,6 +23,7 @@ TASK = "sentiment"
 class Prediction:
     label: str
     probabilities: list[tuple[str, float]]  # every label, in the model's order
+    logits: tuple[float, ...] = ()  # the model's raw output, same order (the tensor protocol returns it)
 
 
 def pad(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,6 +86,12 @@ class SentimentModel:
         rows = [self._encoder.encode(t, what.format(i)) for i, t in enumerate(texts)]
         return await self._batcher.submit_many(rows)
 
+    async def classify_ids(self, rows: list[list[int]]) -> list[Prediction]:
+        """Rows a client tokenized itself (no padding), through the same batcher as text."""
+        assert self._batcher is not None, "load() first"
+        checked = [self._encoder.check_ids(row, f"tokens[{i}]") for i, row in enumerate(rows)]
+        return await self._batcher.submit_many(checked)
+
     def _run(self, rows: list[list[int]]) -> list[Prediction]:
         """One ORT run over a batch; runs in a worker thread."""
         tokens, lengths = pad(rows, self._manifest.special_tokens["pad"])
@@ -94,8 +101,12 @@ class SentimentModel:
             raise InferenceError(f"{self._name}: inference failed: {exc}") from exc
         labels = self._manifest.labels
         return [
-            Prediction(labels[int(p.argmax())], [(label, float(x)) for label, x in zip(labels, p)])
-            for p in softmax(logits)
+            Prediction(
+                labels[int(p.argmax())],
+                [(label, float(x)) for label, x in zip(labels, p)],
+                tuple(float(x) for x in row),
+            )
+            for p, row in zip(softmax(logits), logits)
         ]
 
     async def close(self) -> None:
@@ -117,8 +128,16 @@ class SentimentTask:
         return model
 
     async def classify(self, model: SentimentModel, texts: list[str]) -> list[Prediction]:
-        if not texts:
-            raise InvalidArgument("texts is empty: send at least one text")
-        if len(texts) > self._max_batch:
-            raise InvalidArgument(f"{len(texts)} texts in one batch; the limit is {self._max_batch}")
+        self._check_batch(len(texts), "texts")
         return await model.classify(texts)
+
+    async def classify_ids(self, model: SentimentModel, rows: list[list[int]]) -> list[Prediction]:
+        """Pre-tokenized rows (token ids without padding), with the same limits as text."""
+        self._check_batch(len(rows), "rows")
+        return await model.classify_ids(rows)
+
+    def _check_batch(self, size: int, what: str) -> None:
+        if not size:
+            raise InvalidArgument(f"{what} is empty: send at least one {what.removesuffix('s')}")
+        if size > self._max_batch:
+            raise InvalidArgument(f"{size} {what} in one batch; the limit is {self._max_batch}")

@@ -15,7 +15,9 @@ class Encoder:
         if name != TOKENIZER_NAME:
             raise ValueError(f"tokenizer {name!r} is not supported by this server (it has {TOKENIZER_NAME!r})")
         self._lowercase = bool(manifest.tokenizer.get("lowercase", True))
-        self._ids = {token: i for i, token in enumerate(read_vocab(vocab_path))}
+        vocab = read_vocab(vocab_path)
+        self._ids = {token: i for i, token in enumerate(vocab)}
+        self._vocab_size = len(vocab)  # ids are line numbers
         self._unk = manifest.special_tokens["unk"]
         self._max_chars = max_chars
         self._max_tokens = max_tokens
@@ -30,3 +32,15 @@ class Encoder:
         if len(tokens) > self._max_tokens:
             raise InvalidArgument(f"{what} has {len(tokens)} tokens; the limit is {self._max_tokens}")
         return [self._ids.get(token, self._unk) for token in tokens]
+
+    def check_ids(self, ids: list[int], what: str = "tokens") -> list[int]:
+        """Ids a client tokenized itself, held to the limits text has; an id outside
+        the vocabulary would fail the whole batch it lands in, so it fails here."""
+        if not ids:
+            raise InvalidArgument(f"{what} is empty: send at least one token")
+        if len(ids) > self._max_tokens:
+            raise InvalidArgument(f"{what} has {len(ids)} tokens; the limit is {self._max_tokens}")
+        bad = next((i for i in ids if not 0 <= i < self._vocab_size), None)
+        if bad is not None:
+            raise InvalidArgument(f"{what} has token id {bad}; this model's ids are 0..{self._vocab_size - 1}")
+        return ids
