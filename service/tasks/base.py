@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
+from service.batcher import Batcher
 from service.errors import NotFound, Unavailable
+from service.metrics import Metrics, ModelObserver
 from service.repository import ModelEntry
+from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +33,22 @@ class ServedModel(Protocol):
 
 
 ModelFactory = Callable[[ModelEntry], ServedModel]
+
+
+def model_batcher(
+    run: Callable[[list[Any]], list[Any]], entry: ModelEntry, settings: Settings, metrics: Metrics, executor: Executor
+) -> Batcher[Any, Any]:
+    """The dynamic batcher in front of one model version, sized by the settings."""
+    return Batcher(
+        run,
+        max_batch_size=settings.max_batch_size,
+        max_wait_s=settings.max_batch_wait_ms / 1000,
+        max_queue=settings.max_queue,
+        executor=executor,
+        workers=settings.inference_threads,
+        observer=ModelObserver(metrics, entry.task, entry.arch),
+        name=f"{entry.task}/{entry.arch}/{entry.version}",
+    )
 
 
 class ServingState:

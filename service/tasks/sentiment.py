@@ -9,11 +9,11 @@ import numpy as np
 
 from service.batcher import Batcher
 from service.errors import InferenceError, InvalidArgument
-from service.metrics import Metrics, ModelObserver
+from service.metrics import Metrics
 from service.repository import ModelEntry
 from service.runtime import Runtime
 from service.settings import Settings
-from service.tasks.base import ModelStore
+from service.tasks.base import ModelStore, model_batcher
 from service.tasks.text_input import Encoder
 
 TASK = "sentiment"
@@ -65,16 +65,7 @@ class SentimentModel:
         names = [i.name for i in self._session.get_inputs()]
         if names != ["tokens", "lengths"]:
             raise ValueError(f"{self.entry.path / m.files['model']}: inputs {names}, expected tokens, lengths")
-        self._batcher = Batcher(
-            self._run,
-            max_batch_size=s.max_batch_size,
-            max_wait_s=s.max_batch_wait_ms / 1000,
-            max_queue=s.max_queue,
-            executor=self._executor,
-            workers=s.inference_threads,
-            observer=ModelObserver(self._metrics, TASK, self.entry.arch),
-            name=self._name,
-        )
+        self._batcher = model_batcher(self._run, self.entry, s, self._metrics, self._executor)
 
     @property
     def ready(self) -> bool:
