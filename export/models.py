@@ -35,7 +35,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-ARCHS = ("rnn", "lstm", "gru", "bilstm", "transformer")
+# One list of architectures for training and serving alike.
+from seqserve.manifest import ARCHS  # noqa: E402  (re-exported: export code imports it from here)
 RECURRENT_ARCHS = ("rnn", "lstm", "gru", "bilstm")
 POOLINGS = ("max", "mean", "last")
 CHECKPOINT_FORMAT = "seqserve-checkpoint-v1"

@@ -126,11 +126,17 @@ def test_versions_increment_and_never_overwrite(runs: Path, tmp_path: Path) -> N
 
 
 def test_export_refuses_a_graph_that_disagrees(runs: Path, tmp_path: Path, monkeypatch) -> None:
-    """dynamo freezes nn.RNN's sequence axis to the example length; parity must catch it and write nothing."""
-    monkeypatch.setitem(onnx_export.EXPORTER, "rnn", "dynamo")
-    with pytest.raises(ExportError):
-        export_checkpoint(runs / "sentiment" / "rnn" / "checkpoint.pt", tmp_path)
-    assert list((tmp_path / "sentiment" / "rnn").iterdir()) == []
+    """A graph that is not the checkpoint's model must fail parity and leave nothing behind."""
+    real_export = onnx_export.export_onnx
+
+    def export_other_weights(model, arch, vocab_size, n_labels, path):
+        other = SentimentClassifier(model.cfg)  # same shapes, fresh random weights
+        return real_export(other, arch, vocab_size, n_labels, path)
+
+    monkeypatch.setattr(onnx_export, "export_onnx", export_other_weights)
+    with pytest.raises(ExportError, match="differs from PyTorch"):
+        export_checkpoint(runs / "sentiment" / "gru" / "checkpoint.pt", tmp_path)
+    assert list((tmp_path / "sentiment" / "gru").iterdir()) == []
 
 
 def test_cli(runs: Path, tmp_path: Path, capsys) -> None:
