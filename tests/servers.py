@@ -47,6 +47,7 @@ class ServerProcess:
             **{f"SEQSERVE_{k.upper()}": v for k, v in settings.items()},
         }
         self.proc: subprocess.Popen[bytes] | None = None
+        self._signalled = False
 
     def start(self, timeout: float = 60.0, expect_serving: bool = True) -> "ServerProcess":
         self._log = open(self.log_path, "wb")
@@ -78,12 +79,15 @@ class ServerProcess:
 
     def signal(self, sig: int = signal.SIGTERM) -> None:
         assert self.proc is not None
+        self._signalled = True
         self.proc.send_signal(sig)
 
     def stop(self, timeout: float = 30.0) -> int:
         if self.proc is None:
             return 0
-        if self.proc.poll() is None:
+        # A test that already signalled is waiting for that shutdown: a second
+        # SIGTERM could land after the server restored default handlers on exit.
+        if self.proc.poll() is None and not self._signalled:
             self.proc.send_signal(signal.SIGTERM)
         try:
             code = self.proc.wait(timeout)
