@@ -33,6 +33,7 @@ import sys
 import uuid
 import warnings
 from datetime import datetime, timezone
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -239,29 +240,28 @@ def _package_versions() -> dict[str, str]:
     }
 
 
+_TRAINING_KEYS = (
+    "profile", "epochs", "best_epoch", "seed", "train_size", "dev_size", "test_size", "train_tokens", "vocab_size",
+    "settings",
+)
+
+
+def training_summary(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """What the manifest tells of a checkpoint's training (profile, epochs, sizes, settings, time)."""
+    training, metrics = ckpt.get("training", {}), ckpt.get("metrics", {})
+    summary = {k: training[k] for k in _TRAINING_KEYS if k in training}
+    if "train_seconds" in metrics:
+        summary["train_seconds"] = metrics["train_seconds"]
+    return summary
+
+
 def build_manifest(ckpt: dict[str, Any], version: int, parameters: int, exporter: str) -> Manifest:
     task, cfg = ckpt["task"], ckpt["config"]
     if ckpt["vocab"][PAD_ID] != PAD or ckpt["vocab"][UNK_ID] != UNK:
         raise ExportError("checkpoint vocabulary does not start with <pad>, <unk>")
-    metrics, training = ckpt.get("metrics", {}), ckpt.get("training", {})
+    metrics = ckpt.get("metrics", {})
     quality = {k: metrics[k] for k in ("test_accuracy", "dev_accuracy", "test_size", "dev_size") if k in metrics}
-    training_info = {
-        k: training[k]
-        for k in (
-            "profile",
-            "epochs",
-            "best_epoch",
-            "seed",
-            "train_size",
-            "dev_size",
-            "test_size",
-            "vocab_size",
-            "settings",
-        )
-        if k in training
-    }
-    if "train_seconds" in metrics:
-        training_info["train_seconds"] = metrics["train_seconds"]
+    training_info = training_summary(ckpt)
     return Manifest(
         task=task,
         arch=cfg["arch"],
@@ -295,7 +295,33 @@ def export_checkpoint(checkpoint_path: Path, repository: Path, version: int | No
     task, arch = ckpt["task"], cfg["arch"]
     if task != "sentiment":  # the manifest below describes a (batch, n_labels) classifier
         raise ValueError(f"{checkpoint_path}: exporting {task!r} models is not supported yet")
-    arch_dir = Path(repository) / task / arch
+    parameters = sum(p.numel() for p in model.parameters())
+
+    def write_files(folder: Path) -> str:
+        exporter = export_onnx(model, arch, cfg["vocab_size"], cfg["n_labels"], folder / MODEL_FILE)
+        check_parity(model, folder / MODEL_FILE, cfg["vocab_size"])
+        write_vocab(folder / VOCAB_FILE, list(ckpt["vocab"]))
+        return exporter
+
+    return publish_version(
+        Path(repository) / task / arch,
+        version,
+        write_files,
+        lambda v, exporter: build_manifest(ckpt, v, parameters, exporter),
+    )
+
+
+def publish_version(
+    arch_dir: Path,
+    version: int | None,
+    write_files: Callable[[Path], str],
+    manifest_for: Callable[[int, str], Manifest],
+) -> Path:
+    """Build a model version in a hidden folder, then rename it into place: a scanning
+    server sees a version whole or not at all. ``write_files(folder)`` writes and checks
+    the graphs and returns the exporter's name; ``manifest_for(version, exporter)``
+    describes them. ``version=None`` takes the next free integer; an explicit one
+    that exists raises FileExistsError."""
     arch_dir.mkdir(parents=True, exist_ok=True)
     if version is not None:
         if version < 1:
@@ -307,13 +333,10 @@ def export_checkpoint(checkpoint_path: Path, repository: Path, version: int | No
     tmp = arch_dir / f".tmp-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
-        exporter = export_onnx(model, arch, cfg["vocab_size"], cfg["n_labels"], tmp / MODEL_FILE)
-        check_parity(model, tmp / MODEL_FILE, cfg["vocab_size"])
-        write_vocab(tmp / VOCAB_FILE, list(ckpt["vocab"]))
-        parameters = sum(p.numel() for p in model.parameters())
+        exporter = write_files(tmp)
         while True:
             v = version if version is not None else next_version(arch_dir)
-            build_manifest(ckpt, v, parameters, exporter).write(tmp)
+            manifest_for(v, exporter).write(tmp)
             final = arch_dir / str(v)
             if final.exists():  # another export took this number meanwhile
                 if version is not None:

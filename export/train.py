@@ -231,6 +231,96 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def make_optimizer(
+    model: nn.Module, settings: TrainSettings, steps_per_epoch: int, fused: bool = False
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW with a linear decay to 10% over the run (when ``settings.lr_decay``)."""
+    # Weight decay on weight matrices only: not on biases or LayerNorm gains, and not on
+    # embeddings, where a rare word's vector would mostly shrink between its few updates.
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=settings.lr,
+        fused=True if fused else None,
+    )
+    total_steps = steps_per_epoch * settings.max_epochs
+    schedule = (lambda step: 1.0 - 0.9 * min(1.0, step / total_steps)) if settings.lr_decay else (lambda step: 1.0)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+@dataclass
+class Fitted:
+    best_epoch: int
+    epochs: int
+    history: list[dict[str, float]]
+    seconds: float
+
+
+def fit(
+    model: nn.Module,
+    settings: TrainSettings,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    *,
+    arch: str,
+    epoch_batches: Callable[[], Iterator[Any]],
+    steps_per_epoch: int,
+    batch_loss: Callable[[Any], tuple[torch.Tensor, int]],
+    evaluate: Callable[[], dict[str, float]],
+    progress: bool,
+) -> Fitted:
+    """Train with early stopping on ``evaluate()["dev"]`` (higher is better); the model
+    ends with its best-on-dev weights. ``batch_loss`` returns a batch's mean loss and the
+    number of items it averages over."""
+    best_score, best_epoch, best_state, stale = -1.0, 0, None, 0
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    for epoch in range(1, settings.max_epochs + 1):
+        model.train()
+        total_loss, seen = 0.0, 0
+        bar = tqdm(
+            epoch_batches(),
+            total=steps_per_epoch,
+            desc=f"{arch} epoch {epoch}",
+            leave=False,
+            disable=not progress,
+            dynamic_ncols=True,
+        )
+        for batch in bar:
+            loss, n = batch_loss(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if settings.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            total_loss += loss.item() * n
+            seen += n
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", refresh=False)
+        scores = evaluate()
+        elapsed = time.perf_counter() - start
+        history.append({"epoch": epoch, "train_loss": total_loss / max(1, seen), **scores, "seconds": round(elapsed, 1)})
+        improved = scores["dev"] > best_score
+        if improved:
+            best_score, best_epoch, stale = scores["dev"], epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+        shown = "  ".join(f"{name} {value:.4f}" for name, value in scores.items())
+        print(
+            f"  {arch:<11} epoch {epoch:>2}  loss {total_loss / max(1, seen):.4f}  {shown}"
+            f"{'  *' if improved else ''}  {elapsed:6.1f}s",
+            file=sys.stderr,
+            flush=True,
+        )
+        if stale >= settings.patience:
+            break
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    return Fitted(best_epoch, len(history), history, time.perf_counter() - start)
+
+
 @dataclass
 class RunResult:
     arch: str
@@ -266,69 +356,31 @@ def train_one(
     )
     model = build_model(task.name, cfg)
     n_params = count_parameters(model)
-    # Weight decay on weight matrices only: not on biases or LayerNorm gains, and not on
-    # embeddings, where a rare word's vector would mostly shrink between its few updates.
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=settings.lr,
-    )
     train = data.splits["train"]
     steps_per_epoch = math.ceil(len(train) / settings.batch_size)
-    total_steps = steps_per_epoch * settings.max_epochs
-    schedule = (lambda step: 1.0 - 0.9 * min(1.0, step / total_steps)) if settings.lr_decay else (lambda step: 1.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    optimizer, scheduler = make_optimizer(model, settings, steps_per_epoch)
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
 
-    best_score, best_epoch, best_state, stale = -1.0, 0, None, 0
-    history: list[dict[str, float]] = []
-    start = time.perf_counter()
-    for epoch in range(1, settings.max_epochs + 1):
-        model.train()
-        total_loss, seen = 0.0, 0
-        bar = tqdm(
-            train_batches(train, settings.batch_size, rng, settings.max_train_len),
-            total=steps_per_epoch,
-            desc=f"{arch} epoch {epoch}",
-            leave=False,
-            disable=not progress,
-            dynamic_ncols=True,
-        )
-        for batch in bar:
-            tokens = apply_word_dropout(batch.tokens, batch.lengths, settings.word_dropout, gen)
-            logits = model(tokens, batch.lengths)  # (B, n_labels)
-            loss = task.loss(logits, batch, settings)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if settings.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            total_loss += loss.item() * len(batch.targets)
-            seen += len(batch.targets)
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", refresh=False)
-        dev = task.score(model, data.splits["dev"])
-        history.append({"epoch": epoch, "train_loss": total_loss / max(1, seen), "dev": dev})
-        improved = dev > best_score
-        if improved:
-            best_score, best_epoch, stale = dev, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
-        print(
-            f"  {arch:<11} epoch {epoch:>2}  loss {total_loss / max(1, seen):.4f}  dev {dev:.4f}"
-            f"{'  *' if improved else ''}  {time.perf_counter() - start:6.1f}s",
-            file=sys.stderr,
-            flush=True,
-        )
-        if stale >= settings.patience:
-            break
-    train_seconds = time.perf_counter() - start
+    def batch_loss(batch: Batch) -> tuple[torch.Tensor, int]:
+        tokens = apply_word_dropout(batch.tokens, batch.lengths, settings.word_dropout, gen)
+        logits = model(tokens, batch.lengths)  # (B, n_labels)
+        return task.loss(logits, batch, settings), len(batch.targets)
 
-    assert best_state is not None
-    model.load_state_dict(best_state)
+    fitted = fit(
+        model,
+        settings,
+        optimizer,
+        scheduler,
+        arch=arch,
+        epoch_batches=lambda: train_batches(train, settings.batch_size, rng, settings.max_train_len),
+        steps_per_epoch=steps_per_epoch,
+        batch_loss=batch_loss,
+        evaluate=lambda: {"dev": task.score(model, data.splits["dev"])},
+        progress=progress,
+    )
+    best_score = max(h["dev"] for h in fitted.history)
+    train_seconds, history, best_epoch = fitted.seconds, fitted.history, fitted.best_epoch
     test = task.score(model, data.splits["test"])
     sizes = {f"{name}_size": len(data.splits[name]) for name in SPLITS}
     metrics = {
@@ -389,7 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="seqserve train",
         description="Train sequence models (rnn, lstm, gru, bilstm, transformer) and write checkpoints.",
     )
-    p.add_argument("--task", choices=sorted(TASKS), default="sentiment")
+    p.add_argument(
+        "--task", choices=sorted(TASKS), default="sentiment", help="tagging: see seqserve train --task tagging --help"
+    )
     p.add_argument(
         "--arch",
         nargs="+",
