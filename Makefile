@@ -32,9 +32,12 @@ data: setup
 	bash scripts/ensure-clients.sh
 	$(BIN)/seqserve data fetch
 
+TASKS ?= sentiment tagging
 models: data
-	$(BIN)/seqserve train --task sentiment --profile $(PROFILE)
-	$(BIN)/seqserve export --task sentiment --repository $(MODELS)
+	for task in $(TASKS); do \
+	  $(BIN)/seqserve train --task $$task --profile $(PROFILE) && \
+	  $(BIN)/seqserve export --task $$task --repository $(MODELS) || exit 1; \
+	done
 
 serve: setup
 	SEQSERVE_MODEL_REPOSITORY=$(MODELS) $(BIN)/seqserve serve

@@ -19,4 +19,11 @@ echo
 echo
 "$BIN/seqserve" classify "a gripping, funny film" --all-archs --target "$TARGET"
 echo
+"$BIN/seqserve" tag "The jury said it." --all-archs --target "$TARGET"
+echo
+echo "== streaming: text cut anywhere, each word tagged as the model allows"
+printf 'The jury said it did find that many of Atlanta\x27s practices were handled well.\n' \
+  | "$BIN/seqserve" tag --stream --arch lstm --target "$TARGET"
+printf 'The jury said it.\n' | "$BIN/seqserve" tag --stream --arch bilstm --target "$TARGET"
+echo
 echo "== the server works; run it in the foreground with: make serve"

@@ -12,6 +12,7 @@ import sys
 
 import grpc
 
+from seqserve import tag_cli
 from seqserve.client import DEFAULT_TARGET, Client
 
 _DELEGATED = {
@@ -19,6 +20,18 @@ _DELEGATED = {
     "train": ("export.train", "train models (seqserve train --help)"),
     "export": ("export.onnx_export", "export checkpoints to the model repository (seqserve export --help)"),
 }
+
+
+# Tasks whose training and export live in their own package.
+_TASK_MODULES = {("train", "tagging"): "export.tagging.train", ("export", "tagging"): "export.tagging.onnx_export"}
+
+
+def _delegate_to(command: str, argv: list[str]) -> str:
+    """The module behind ``seqserve <command>``: by ``--task`` where a task has its own."""
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument("--task", default="sentiment")
+    task = peek.parse_known_args(argv)[0].task
+    return _TASK_MODULES.get((command, task), _DELEGATED[command][0])
 
 
 def _classify(args: argparse.Namespace) -> int:
@@ -82,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--wait", type=float, default=0, help="first wait up to this many seconds for SERVING")
     client_options(c)
 
+    t = tag_cli.add_parser(sub)
+    client_options(t)
+
     m = sub.add_parser("models", help="list the server's models")
     m.add_argument("--task", default="")
     client_options(m)
@@ -93,14 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in _DELEGATED:
         import importlib
 
-        return importlib.import_module(_DELEGATED[argv[0]][0]).main(argv[1:])
+        return importlib.import_module(_delegate_to(argv[0], argv[1:])).main(argv[1:])
     args = _parser().parse_args(argv)
-    handler = {"classify": _classify, "models": _models, "serve": _serve}[args.command]
+    handler = {"classify": _classify, "tag": tag_cli.run, "models": _models, "serve": _serve}[args.command]
     try:
         return handler(args)
     except grpc.RpcError as err:
         print(f"seqserve: {err.code().name}: {err.details()}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C ends a stream: the channel closes and the server frees it
+        return 130
 
 
 if __name__ == "__main__":

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from seqserve.v1 import common_pb2, models_pb2, models_pb2_grpc, sentiment_pb2, sentiment_pb2_grpc
+from seqserve.v1 import (
+    common_pb2,
+    models_pb2,
+    models_pb2_grpc,
+    sentiment_pb2,
+    sentiment_pb2_grpc,
+    tagging_pb2,
+    tagging_pb2_grpc,
+)
 
 DEFAULT_TARGET = "localhost:50051"
 
@@ -34,6 +43,27 @@ class ModelSummary:
     error: str
 
 
+@dataclass(frozen=True)
+class TaggedToken:
+    index: int  # in the sentence (tag) or in the stream (tag_stream)
+    token: str
+    tag: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """The first answer of a tag stream: who tags it and how long a token waits."""
+
+    model: str  # "task/arch/version"
+    immediate: bool  # causal model: each token is tagged as soon as it is complete
+    lookahead: int  # else: tokens that must follow a token before it is tagged
+
+
+def _tokens(s: tagging_pb2.TaggedSentence) -> list[TaggedToken]:
+    return [TaggedToken(t.index, t.token, t.tag, t.probability) for t in s.tokens]
+
+
 def _model_name(m: common_pb2.ModelId) -> str:
     return f"{m.task}/{m.arch}/{m.version}"
 
@@ -50,6 +80,7 @@ class Client:
         self._timeout = timeout
         self._sentiment = sentiment_pb2_grpc.SentimentStub(self._channel)
         self._models = models_pb2_grpc.ModelsStub(self._channel)
+        self._tagging = tagging_pb2_grpc.TaggingStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     def __enter__(self) -> "Client":
@@ -90,6 +121,43 @@ class Client:
         reply = self._sentiment.ClassifyBatch(request, timeout=self._timeout)
         latency = (time.perf_counter() - started) * 1000
         return [_classification(c, _model_name(reply.model), latency) for c in reply.results]
+
+    def tag(
+        self, sentences: list[str | list[str]], arch: str = "", version: int = 0
+    ) -> tuple[list[list[TaggedToken]], str]:
+        """Tag whole sentences (text, or already split tokens); returns the tags and the model."""
+        request = tagging_pb2.TagRequest(
+            sentences=[
+                tagging_pb2.Sentence(text=s) if isinstance(s, str) else tagging_pb2.Sentence(tokens={"tokens": s})
+                for s in sentences
+            ],
+            model=common_pb2.ModelSelector(arch=arch, version=version),
+        )
+        reply = self._tagging.Tag(request, timeout=self._timeout)
+        return [_tokens(s) for s in reply.sentences], _model_name(reply.model)
+
+    def tag_stream(
+        self, chunks: Iterable[str], arch: str = "", version: int = 0, timeout: float | None = None
+    ) -> Iterator[StreamInfo | list[TaggedToken]]:
+        """Stream raw text cut anywhere; yields a StreamInfo, then tags as the server decides them.
+
+        The stream ends when ``chunks`` does: the server then tags what was still
+        waiting for its right context. ``timeout`` bounds the whole stream (default none).
+        """
+
+        def requests() -> Iterator[tagging_pb2.TagStreamRequest]:
+            yield tagging_pb2.TagStreamRequest(model=common_pb2.ModelSelector(arch=arch, version=version))
+            for chunk in chunks:
+                yield tagging_pb2.TagStreamRequest(text=chunk)
+
+        for reply in self._tagging.TagStream(requests(), timeout=timeout):
+            if reply.HasField("started"):
+                st = reply.started
+                yield StreamInfo(
+                    _model_name(st.model), st.mode == tagging_pb2.StreamStarted.IMMEDIATE, st.lookahead
+                )
+            else:
+                yield _tokens(reply.tags)
 
     def list_models(self, task: str = "") -> list[ModelSummary]:
         reply = self._models.ListModels(models_pb2.ListModelsRequest(task=task), timeout=self._timeout)

@@ -68,6 +68,26 @@ class Metrics:
             ["task", "arch", "version", "ready", "default"],
             registry=registry,
         )
+        self.token_latency = Histogram(
+            "seqserve_token_latency_seconds",
+            "Streams: time from a token's arrival to its tag being sent.",
+            ["task", "arch"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.tokens_tagged = Counter(
+            "seqserve_stream_tokens", "Streams: tokens tagged.", ["task", "arch"], registry=registry
+        )
+        self.active_streams = Gauge(
+            "seqserve_active_streams", "Streams open now, each holding its state.", ["task", "arch"],
+            registry=registry,
+        )
+        self.streams_ended = Counter(
+            "seqserve_streams_ended",
+            "Streams ended, by reason: completed, cancelled, idle_timeout, error, refused.",
+            ["task", "arch", "reason"],
+            registry=registry,
+        )
         self.in_flight = Gauge(
             "seqserve_in_flight_requests",
             "RPCs being handled now.",

@@ -14,21 +14,31 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
 from seqserve.kserve import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
-from seqserve.v1 import models_pb2, models_pb2_grpc, sentiment_pb2, sentiment_pb2_grpc
+from seqserve.v1 import (
+    models_pb2,
+    models_pb2_grpc,
+    sentiment_pb2,
+    sentiment_pb2_grpc,
+    tagging_pb2,
+    tagging_pb2_grpc,
+)
 from service import repository
 from service.grpc_api.interceptors import ErrorInterceptor, MetricsInterceptor
 from service.grpc_api.servicers import InferenceServicer, ModelsServicer, SentimentServicer
+from service.grpc_api.tagging_servicer import TaggingServicer
 from service.metrics import Metrics
 from service.runtime import Runtime
 from service.settings import Settings
 from service.tasks.base import ModelStore, ServingState
 from service.tasks.open_inference import OpenInference, SentimentTensors
 from service.tasks.sentiment import SentimentModel, SentimentTask
+from service.tasks.tagging import TaggingModel, TaggingTask
 
 log = logging.getLogger("seqserve")
 
 SERVICE_NAMES = {
     "sentiment": sentiment_pb2.DESCRIPTOR.services_by_name["Sentiment"].full_name,
+    "tagging": tagging_pb2.DESCRIPTOR.services_by_name["Tagging"].full_name,
 }
 MODELS_SERVICE = models_pb2.DESCRIPTOR.services_by_name["Models"].full_name
 KSERVE_SERVICE = grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -104,10 +114,11 @@ async def build(settings: Settings, registry: CollectorRegistry) -> App:
     metrics = Metrics(registry)
     runtime = Runtime(settings)
     executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="ort")
-    store = ModelStore(
-        {"sentiment": lambda entry: SentimentModel(entry, runtime, settings, metrics, executor)},
-        settings.default_arch,
-    )
+    factories = {
+        "sentiment": lambda entry: SentimentModel(entry, runtime, settings, metrics, executor),
+        "tagging": lambda entry: TaggingModel(entry, runtime, settings, metrics, executor),
+    }
+    store = ModelStore({task: factories[task] for task in settings.tasks}, settings.default_arch)
     state = ServingState()
     sentiment = SentimentTask(store, settings)
     options = [
@@ -121,6 +132,7 @@ async def build(settings: Settings, registry: CollectorRegistry) -> App:
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     sentiment_pb2_grpc.add_SentimentServicer_to_server(SentimentServicer(sentiment), server)
+    tagging_pb2_grpc.add_TaggingServicer_to_server(TaggingServicer(TaggingTask(store, settings, metrics)), server)
     models_pb2_grpc.add_ModelsServicer_to_server(ModelsServicer(store), server)
     protocol = OpenInference(store, state, {"sentiment": SentimentTensors(sentiment)})
     grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(protocol), server)

@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     """Port of the Prometheus ``/metrics`` HTTP endpoint; 0 disables it."""
     model_repository: Path = Path("models")
     """Root of the model repository: ``<task>/<arch>/<version>/manifest.json``."""
-    tasks: list[str] = ["sentiment"]
+    tasks: list[str] = ["sentiment", "tagging"]
     """Tasks whose models are loaded (JSON list in the environment)."""
     default_arch: dict[str, str] = {}
     """Default architecture per task, e.g. ``{"sentiment": "lstm"}``; a task not
@@ -64,6 +64,16 @@ class Settings(BaseSettings):
     """Largest gRPC message received or sent."""
     max_concurrent_rpcs: int = Field(1000, ge=1)
     """RPCs handled at once; further ones are refused with RESOURCE_EXHAUSTED."""
+
+    max_streams: int = Field(256, ge=1)
+    """Tagging streams open at once; a new one beyond gets RESOURCE_EXHAUSTED."""
+    max_stream_tokens: int = Field(10000, ge=1)
+    """Tokens one tagging stream may send in its life (RESOURCE_EXHAUSTED beyond)."""
+    stream_idle_timeout_s: float = Field(60.0, gt=0)
+    """A tagging stream with no message for this long is ended and its state freed."""
+    lookahead_window: int = Field(64, ge=1)
+    """Tokens of left context a lookahead (bidirectional/attention) stream re-encodes
+    with each new token: bounds the work per token in a long stream."""
 
     grace_period_s: float = Field(10.0, ge=0)
     """On SIGTERM/SIGINT, how long in-flight requests get to finish."""

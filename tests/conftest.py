@@ -32,12 +32,14 @@ def model_repository() -> Path:
     $SEQSERVE_TEST_MODEL_REPOSITORY picks another repository.
     """
     repository = Path(os.environ.get("SEQSERVE_TEST_MODEL_REPOSITORY", ROOT / "models"))
-    if not _has_all(repository, "sentiment"):
-        cli = [sys.executable, "-m", "seqserve.cli"]
+    cli = [sys.executable, "-m", "seqserve.cli"]
+    for task in ("sentiment", "tagging"):
+        if _has_all(repository, task):
+            continue
         for step in (
-            ["data", "fetch", "--tasks", "sentiment"],
-            ["train", "--task", "sentiment", "--profile", "quick"],
-            ["export", "--task", "sentiment", "--repository", str(repository)],
+            ["data", "fetch", "--tasks", task],
+            ["train", "--task", task, "--profile", "quick"],
+            ["export", "--task", task, "--repository", str(repository)],
         ):
             subprocess.run(cli + step, cwd=ROOT, check=True)
     return repository

@@ -20,6 +20,7 @@ from tests.servers import ServerProcess
 
 SERVICES = {
     "seqserve.v1.Sentiment": ["Classify", "ClassifyBatch"],
+    "seqserve.v1.Tagging": ["Tag", "TagStream"],
     "seqserve.v1.Models": ["ListModels"],
     "grpc.health.v1.Health": ["Check", "Watch"],
     "inference.GRPCInferenceService": [
@@ -30,11 +31,12 @@ SERVICES = {
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     grpcurl()  # missing: skip (fail on CI) before starting a server for nothing
     tmp = tmp_path_factory.mktemp("grpcurl")
     write_fake_sentiment(tmp / "models", "lstm", accuracy=0.8)
     write_fake_sentiment(tmp / "models", "gru", accuracy=0.6)
+    (tmp / "models" / "tagging").symlink_to(model_repository / "tagging")
     with ServerProcess(tmp / "models", tmp / "server.log") as proc:
         yield proc
 
@@ -75,7 +77,7 @@ def test_typed_api_health_and_models_through_reflection(server, tmp_path):
     assert reply["model"] == {"task": "sentiment", "arch": "gru", "version": "1"}  # int64 is a JSON string
     assert [p["label"] for p in reply["result"]["probabilities"]] == ["negative", "positive"]
 
-    models = call(server, "seqserve.v1.Models/ListModels", {}, tmp_path)["models"]
+    models = call(server, "seqserve.v1.Models/ListModels", {"task": "sentiment"}, tmp_path)["models"]
     assert sorted(m["id"]["arch"] for m in models) == ["gru", "lstm"]
     assert all(m["ready"] for m in models)
 
@@ -83,6 +85,24 @@ def test_typed_api_health_and_models_through_reflection(server, tmp_path):
     assert call(server, "grpc.health.v1.Health/Check", {"service": "inference.GRPCInferenceService"}, tmp_path) == {
         "status": "SERVING"
     }
+
+
+def test_tagging_unary_and_streaming_through_reflection(server, tmp_path):
+    reply = call(server, "seqserve.v1.Tagging/Tag", {"sentences": [{"text": "The jury said it."}]}, tmp_path)
+    assert [(t["token"], t["tag"]) for t in reply["sentences"][0]["tokens"]] == [
+        ("The", "DET"), ("jury", "NOUN"), ("said", "VERB"), ("it", "PRON"), (".", "."),
+    ]
+    # Several JSON messages in -d are one client stream; a word cut across them is one word.
+    messages = [{"model": {"arch": "gru"}}, {"text": "The ju"}, {"text": "ry said"}, {"tokens": {"tokens": ["it"]}}]
+    done = subprocess.run(
+        [str(grpcurl()), "-plaintext", "-max-time", "10", "-d", " ".join(map(json.dumps, messages)),
+         server.target, "seqserve.v1.Tagging/TagStream"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    replies = [json.loads(part) for part in done.stdout.replace("}\n{", "}\0{").split("\0")]
+    assert replies[0]["started"]["mode"] == "IMMEDIATE"
+    assert [t["token"] for r in replies[1:] for t in r["tags"]["tokens"]] == ["The", "jury", "said", "it"]
 
 
 def test_open_inference_protocol_through_reflection(server, tmp_path):

@@ -268,9 +268,9 @@ class OpenInference:
 
     def _loaded_names(self) -> dict[str, tuple[str, str]]:
         """Every name a request may use -> (task, arch): ``<task>`` and ``<task>-<arch>``
-        for each architecture with a loaded version."""
+        for each architecture with a loaded version, of the tasks with a tensor mapping."""
         names: dict[str, tuple[str, str]] = {}
-        for task in self._store.tasks:
+        for task in (t for t in self._store.tasks if t in self._tasks):
             default = self._store.default_arch(task)
             if default:
                 names[task] = (task, default)
@@ -283,6 +283,7 @@ class OpenInference:
         return any(
             name in (s.entry.task, f"{s.entry.task}-{s.entry.arch}") and version in ("", str(s.entry.version))
             for s in self._store.statuses()
+            if s.entry.task in self._tasks
         )
 
     def _lookup(self, name: str) -> tuple[str, str]:
