@@ -1,4 +1,4 @@
-"""Load for a running stack or server: gRPC users of the sentiment task.
+"""Load for a running stack or server: gRPC users of the sentiment and tagging tasks.
 
 Each request is named ``<task>/<arch> <method>`` in locust's stats, so the summary
 and the CSV give throughput, percentiles and failures per architecture.
@@ -7,7 +7,9 @@ and the CSV give throughput, percentiles and failures per architecture.
         --host 127.0.0.1:50051 --csv runs/load          # runs/load_stats.csv ...
 
 Under compose: ``docker compose --profile load up locust`` (deploy/README.md).
-The tagging and translation users join here when their tasks are served.
+The mix: sentiment users (weight 3) and tagging users (weight 2; unary Tag and
+TagStream, a stream's time being from its first message to its last tag).
+The translation users join here when that task is served.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import grpc  # noqa: E402
 from locust import User, between, task  # noqa: E402
 
 from seqserve.manifest import ARCHS  # noqa: E402
-from seqserve.v1 import common_pb2, sentiment_pb2, sentiment_pb2_grpc  # noqa: E402
+from seqserve.v1 import common_pb2, sentiment_pb2, sentiment_pb2_grpc, tagging_pb2, tagging_pb2_grpc  # noqa: E402
 
 # LOAD_ARCHS="lstm gru" narrows the mix; the default asks every architecture.
 LOAD_ARCHS = os.environ.get("LOAD_ARCHS", " ".join(ARCHS)).split()
@@ -39,14 +41,21 @@ TEXTS = [
 ]
 
 
-class SentimentUser(User):
-    """Mostly single texts, some batches: what a client of the typed API sends."""
+STORIES = [
+    "The jury said it did find that many of Atlanta's registration practices were handled well.",
+    "She quickly reorganized the committee, and nobody complained about it afterwards.",
+    "In 1961 the new bridge opened to traffic from both banks of the river.",
+]
 
+
+class GrpcUser(User):
+    """One channel per user; every call reported to locust by name."""
+
+    abstract = True
     wait_time = between(0.005, 0.05)
 
     def on_start(self) -> None:
         self._channel = grpc.insecure_channel(self.host)
-        self._stub = sentiment_pb2_grpc.SentimentStub(self._channel)
 
     def on_stop(self) -> None:
         self._channel.close()
@@ -65,6 +74,16 @@ class SentimentUser(User):
             request_type="grpc", name=name, response_time=(time.perf_counter() - started) * 1000,
             response_length=0, exception=error, context={},
         )
+
+
+class SentimentUser(GrpcUser):
+    """Mostly single texts, some batches: what a client of the typed API sends."""
+
+    weight = 3
+
+    def on_start(self) -> None:
+        super().on_start()
+        self._stub = sentiment_pb2_grpc.SentimentStub(self._channel)
 
     @task(8)
     def classify(self) -> None:
@@ -86,3 +105,31 @@ class SentimentUser(User):
         request = sentiment_pb2.ClassifyRequest(text="", model=common_pb2.ModelSelector(arch=arch))
         self._call(f"sentiment/{arch} Classify empty -> INVALID_ARGUMENT",
                    lambda: self._stub.Classify(request, timeout=10), expect=grpc.StatusCode.INVALID_ARGUMENT)
+
+
+class TaggingUser(GrpcUser):
+    """Whole sentences, and streams of text cut into chunks as a typist would send them."""
+
+    weight = 2
+
+    def on_start(self) -> None:
+        super().on_start()
+        self._stub = tagging_pb2_grpc.TaggingStub(self._channel)
+
+    @task(2)
+    def tag(self) -> None:
+        arch = random.choice(LOAD_ARCHS)
+        request = tagging_pb2.TagRequest(
+            sentences=[tagging_pb2.Sentence(text=random.choice(STORIES))], model=common_pb2.ModelSelector(arch=arch)
+        )
+        self._call(f"tagging/{arch} Tag", lambda: self._stub.Tag(request, timeout=10))
+
+    @task(3)
+    def tag_stream(self) -> None:
+        arch = random.choice(LOAD_ARCHS)
+        text = random.choice(STORIES)
+        cuts = sorted(random.sample(range(1, len(text)), 6))
+        messages = [tagging_pb2.TagStreamRequest(model=common_pb2.ModelSelector(arch=arch))] + [
+            tagging_pb2.TagStreamRequest(text=text[a:b]) for a, b in zip([0, *cuts], [*cuts, len(text)])
+        ]
+        self._call(f"tagging/{arch} TagStream", lambda: list(self._stub.TagStream(iter(messages), timeout=10)))

@@ -49,16 +49,19 @@ def tool_missing(message: str) -> None:
     pytest.skip(message)
 
 
-def fake_repository(path: Path) -> Path:
-    """A model repository with a tiny fake model for every architecture."""
+def fake_repository(path: Path, models: Path) -> Path:
+    """A model repository to serve: a tiny fake sentiment model for every architecture,
+    and the quick tagging models of ``models`` (small enough to copy)."""
     for i, arch in enumerate(ARCHS):
         write_fake_sentiment(path, arch, accuracy=0.5 + i / 100)
+    shutil.copytree(models / "tagging", path / "tagging")
     return path
 
 
 def drive_traffic(target: str, calls_per_arch: int = 6) -> int:
-    """Calls every architecture through ``target``: unary, batch, and one refused
-    call each, so every dashboard panel (errors too) has something per architecture.
+    """Calls every architecture through ``target``: sentiment unary, batch and one
+    refused call, a tagging call and a tagging stream each, so every dashboard panel
+    (errors and streams too) has something per architecture.
     Returns how many calls succeeded."""
     done = 0
     with Client(target) as client:
@@ -71,7 +74,17 @@ def drive_traffic(target: str, calls_per_arch: int = 6) -> int:
             with pytest.raises(grpc.RpcError) as refused:
                 client.classify("", arch=arch)
             assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            done += tag_traffic(client, arch)
     return done
+
+
+def tag_traffic(client: Client, arch: str) -> int:
+    """One unary Tag and one stream of text cut mid-word; returns the calls made."""
+    (tokens,), model = client.tag(["The jury said it."], arch)
+    assert [t.tag for t in tokens][:1] == ["DET"] and model.startswith(f"tagging/{arch}/")
+    replies = list(client.tag_stream(["The ju", "ry said ", "it."], arch))
+    assert [t.token for r in replies[1:] for t in r] == ["The", "jury", "said", "it", "."]
+    return 2
 
 
 def prom_query(prometheus_url: str, expr: str) -> list[dict[str, Any]]:
@@ -95,11 +108,11 @@ def wait_for(what: str, probe: Callable[[], tuple[bool, T]], timeout: float = 90
         time.sleep(1)
 
 
-def panel_queries(task: str = "sentiment") -> list[tuple[str, str, bool]]:
+def panel_queries(tasks: tuple[str, ...] = ("sentiment", "tagging")) -> list[tuple[str, str, bool]]:
     """Every query of the dashboard as Grafana sends it with "All" selected:
     (panel title and refId, PromQL, whether it is split by architecture)."""
     dashboard = json.loads(DASHBOARD.read_text())
-    values = {"task": [task], "arch": list(ARCHS)}
+    values = {"task": list(tasks), "arch": list(ARCHS)}
     queries = []
     for panel in dashboard["panels"]:
         for target in panel["targets"]:

@@ -29,7 +29,9 @@ from deploy.stack import free_port
 from seqserve.client import Client
 from seqserve.manifest import ARCHS
 from tests.servers import ROOT
-from tests.stack_checks import calls_by_instance, dashboard_gaps, drive_traffic, fake_repository, require, wait_for
+from tests.stack_checks import (
+    calls_by_instance, dashboard_gaps, drive_traffic, fake_repository, require, tag_traffic, wait_for,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -159,9 +161,9 @@ def _stack(engine: Engine, tmp: Path, name: str, files: tuple[Path, ...], **env:
 
 
 @pytest.fixture(scope="module")
-def stack(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(engine: Engine, model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("docker")
-    models = fake_repository(tmp / "models")
+    models = fake_repository(tmp / "models", model_repository)
     running = _stack(engine, tmp, "fake", (composefile.COMPOSE_FILE, ROOT / "deploy" / "compose.host-models.yml"),
                      SEQSERVE_STACK_MODELS_DIR=str(models))
     try:
@@ -177,6 +179,9 @@ def test_every_architecture_answers_through_nginx(stack: Stack) -> None:
         for arch in ARCHS:
             result = client.classify("awful bad film", arch=arch)
             assert (result.label, result.model) == ("negative", f"sentiment/{arch}/1")
+        assert {m.arch for m in client.list_models("tagging") if m.ready} == set(ARCHS)
+        for arch in ARCHS:
+            tag_traffic(client, arch)  # unary, and a stream through nginx's HTTP/2 proxy
 
 
 def test_calls_through_nginx_reach_every_replica(stack: Stack) -> None:
@@ -214,6 +219,7 @@ def test_the_load_generator_reports_every_architecture(stack: Stack, tmp_path: P
     with open(results / "load_stats.csv", newline="") as f:
         rows = {row["Name"]: row for row in csv.DictReader(f)}
     assert {f"sentiment/{arch} Classify" for arch in ARCHS} <= set(rows), summary
+    assert {f"tagging/{arch} TagStream" for arch in ARCHS} <= set(rows), summary
     assert rows["Aggregated"]["Failure Count"] == "0"
 
 
@@ -228,6 +234,8 @@ def test_the_stack_as_shipped_trains_then_serves(engine: Engine, tmp_path: Path)
             assert {m.arch for m in models if m.ready} == set(ARCHS)
             assert all(m.profile == "quick" for m in models)
             assert client.classify("a gripping, funny, wonderful film").label in {"positive", "negative"}
+            assert {m.arch for m in client.list_models("tagging") if m.ready} == set(ARCHS)
+            tag_traffic(client, "lstm")
     finally:
         shipped.down()
         assert shipped.leftovers() == {}

@@ -22,14 +22,14 @@ from seqserve.client import Client
 from seqserve.manifest import ARCHS
 from tests.servers import ROOT
 from tests.stack_checks import (
-    calls_by_instance, dashboard_gaps, drive_traffic, fake_repository, prom_query, require, wait_for,
+    calls_by_instance, dashboard_gaps, drive_traffic, fake_repository, prom_query, require, tag_traffic, wait_for,
 )
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlainStack]:
+def stack(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlainStack]:
     require("nginx", "prometheus", compose=True)
-    models = fake_repository(tmp_path_factory.mktemp("models"))
+    models = fake_repository(tmp_path_factory.mktemp("models"), model_repository)
     with PlainStack(models, tmp_path_factory.mktemp("stack")) as running:
         yield running
     assert not any(p.alive() for p in running.processes())
@@ -65,6 +65,9 @@ def test_every_architecture_answers_through_nginx(stack: PlainStack) -> None:
         for arch in ARCHS:
             result = client.classify("awful bad film", arch=arch)
             assert (result.label, result.model) == ("negative", f"sentiment/{arch}/1")
+        assert {m.arch for m in client.list_models("tagging") if m.ready} == set(ARCHS)
+        for arch in ARCHS:
+            tag_traffic(client, arch)
 
 
 def test_one_client_channel_reaches_every_replica(stack: PlainStack) -> None:
@@ -117,6 +120,7 @@ def test_a_headless_locust_run_reports_every_architecture(stack: PlainStack, tmp
     with open(tmp_path / "load_stats.csv", newline="") as f:
         rows = {row["Name"]: row for row in csv.DictReader(f)}
     assert {f"sentiment/{arch} Classify" for arch in ARCHS} <= set(rows)
+    assert {f"tagging/{arch} TagStream" for arch in ARCHS} <= set(rows)
     assert rows["Aggregated"]["Failure Count"] == "0"
     assert float(rows["Aggregated"]["Request Count"]) > 0
 
