@@ -142,7 +142,10 @@ class LSTMStepGraph(StepGraph):
 
 
 def step_graph(tagger: Tagger) -> StepGraph:
-    return LSTMStepGraph(tagger) if tagger.cfg.arch == "lstm" else StepGraph(tagger)
+    # eval() on the wrapper too: the legacy exporter restores the wrapper's training flag
+    # recursively after export, and a fresh module's is True (dropout back on).
+    graph = LSTMStepGraph(tagger) if tagger.cfg.arch == "lstm" else StepGraph(tagger)
+    return graph.eval()
 
 
 def state_names(arch: str) -> list[str]:
