@@ -50,7 +50,16 @@ class LookaheadStandIn:
     async def tag(self, sentences):
         (s,) = sentences
         self.windows.append(len(s.words))
-        return [[(f"{w}+{len(s.words) - i - 1}", 1.0) for i, w in enumerate(s.words)]]
+        return [[(f"{w}+{len(s.words) - i - 1}-{i}", 1.0) for i, w in enumerate(s.words)]]
+
+
+def after(t) -> int:
+    """Words after this one in the window that tagged it (LookaheadStandIn's tag)."""
+    return int(t.tag.split("+")[1].split("-")[0])
+
+
+def before(t) -> int:
+    return int(t.tag.split("-")[1])
 
 
 def settings(**kw):
@@ -108,10 +117,10 @@ async def test_lookahead_waits_for_k_future_tokens_then_flush_releases_the_rest(
     st = stream(LookaheadStandIn(2))
     assert await st.push(["a", "b"], 0.0) == []
     out = await st.push(["c"], 0.0)
-    assert [(t.index, t.token, t.tag) for t in out] == [(0, "a", "a+2")]
+    assert [(t.index, t.token, t.tag) for t in out] == [(0, "a", "a+2-0")]
     out = await st.push(["d", "e"], 0.0)
     assert [t.token for t in out] == ["b", "c"]
-    assert all(int(t.tag.split("+")[1]) >= 2 for t in out)
+    assert all(after(t) >= 2 for t in out)
     out = await st.flush(0.0)
     assert [(t.index, t.token) for t in out] == [(3, "d"), (4, "e")]
 
@@ -132,7 +141,9 @@ async def test_lookahead_windows_stay_bounded_and_every_token_is_tagged_once_in_
     assert [t.token for t in out] == words
     assert max(model.windows) <= 8
     # every token saw at least k tokens of future, except the last k at the flush
-    assert all(int(t.tag.split("+")[1]) >= k for t in out[: len(out) - k])
+    assert all(after(t) >= k for t in out[: len(out) - k])
+    # and, past the stream's start, at least half a window of the past
+    assert all(before(t) >= 4 for t in out[4:])
 
 
 async def test_a_stream_past_its_token_limit_is_refused():

@@ -279,9 +279,10 @@ class TagStream:
         target = self._received if final else self._received - k
         out: list[Tagged] = []
         while self._emitted < target:
-            # The window ends at most `width` tokens after the first untagged one, so
-            # every pass tags at least width - k tokens and costs a bounded re-encode.
-            end = min(self._received, self._emitted + width)
+            # A pass re-encodes at most `width` tokens, ending at most half a window
+            # (or k + 1) past the first untagged one: the tokens it tags keep at least
+            # half a window of the past, however much arrived at once.
+            end = min(self._received, self._emitted + max(k + 1, width // 2))
             start = max(w.offset, end - width)
             sentence = self.model.encode(w.words[start - w.offset : end - w.offset])
             (tags,) = await self.model.tag([sentence])
