@@ -23,7 +23,12 @@ _DELEGATED = {
 
 
 # Tasks whose training and export live in their own package.
-_TASK_MODULES = {("train", "tagging"): "export.tagging.train", ("export", "tagging"): "export.tagging.onnx_export"}
+_TASK_MODULES = {
+    ("train", "tagging"): "export.tagging.train",
+    ("export", "tagging"): "export.tagging.onnx_export",
+    ("train", "translation"): "export.translation.train",
+    ("export", "translation"): "export.translation.onnx_export",
+}
 
 
 def _delegate_to(command: str, argv: list[str]) -> str:

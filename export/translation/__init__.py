@@ -1,0 +1,1 @@
+"""English -> Spanish translation: encoder-decoder models, training, ONNX export (encoder + decoder step)."""

@@ -1,0 +1,396 @@
+"""Encoder-decoder translation models for the five architectures, with one step interface.
+
+    logits = Seq2Seq(cfg)(src, src_lengths, tgt_in)          # teacher forcing (training, scoring)
+      src         (B, S) int64  source piece ids, PAD_ID past each row's length
+      src_lengths (B,)   int64
+      tgt_in      (B, T) int64  <bos> y1 .. y_{T-1}   (targets are y1 .. y_T <eos>)
+      logits      (B, T, V_tgt)
+
+    memory, state = model.encode(src, src_lengths)
+    logits, state = model.step(prev, state, memory, src_lengths, position)   # one token per row
+      prev     (B,)  int64   the previous target token (<bos> first)
+      state    list of tensors, each with the batch on axis 1 (see ``state_specs``)
+      position (B,)  int64   how many tokens each row has fed so far (the Transformer's position)
+      logits   (B, V_tgt)
+
+Encoders are export.models' own (padding-invariant, per-token states zeroed at
+padding); the BiLSTM's memory is 2 x hidden wide. Decoders:
+
+* rnn / lstm / gru / bilstm: a unidirectional stack of the same cell (the
+  BiLSTM gets an LSTM decoder) with **Luong "general" attention** (Luong et al.
+  2015): score(h_t, m_s) = h_t . W_a m_s, read *after* the recurrent update,
+  then h~_t = tanh(W_c [context; h_t]) -> logits. Luong rather than Bahdanau
+  because the attention sits on top of the recurrence instead of feeding into
+  it: with teacher forcing the whole target runs through one recurrent call
+  plus one batched attention (fast on CPU), and a step is exactly the same
+  computation for one position. No input feeding, for the same reason. The
+  state is h (and c), (layers, B, hidden), initialised from the mean of the
+  memory through a tanh bridge.
+* transformer: pre-LN decoder blocks (causal self-attention, cross-attention,
+  MLP). The step carries a key/value cache (layers, B, heads, past, head_dim)
+  per k and v. Each row's history is *right-aligned* in the cache: a row that
+  has fed ``position`` tokens owns the last ``position`` slots and the slots
+  before them are masked out, so rows at different positions (sequences that
+  joined a running batch later) share one cache tensor; a scheduler that
+  merges caches of different past lengths left-pads the shorter with zeros.
+
+Teacher forcing ratio < 1 (scheduled sampling): two passes (Mihaylova & Liu
+2019) — a gradient-free teacher-forced pass predicts every position, then each
+input token after <bos> is replaced by the model's prediction for it with
+probability 1 - ratio, and the loss is taken on a second pass over the mixed
+inputs. It keeps the parallel training path of every architecture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from export.models import CHECKPOINT_FORMAT, ModelConfig, build_encoder, length_mask
+from seqserve.manifest import ARCHS
+from seqserve.subword import BOS_ID, EOS_ID, PAD_ID
+
+TASK = "translation"
+RECURRENT = ("rnn", "lstm", "gru", "bilstm")
+
+
+@dataclass
+class Seq2SeqConfig:
+    arch: str = "lstm"  # one of ARCHS
+    src_vocab_size: int = 1000
+    tgt_vocab_size: int = 1000
+    embed_dim: int = 64
+    hidden_dim: int = 64  # encoder per direction (BiLSTM) and decoder; d_model for the Transformer
+    n_layers: int = 1  # encoder layers
+    dec_layers: int = 1
+    dropout: float = 0.0
+    embed_dropout: float = 0.0
+    n_heads: int = 4  # Transformer only
+    ff_dim: int = 128  # Transformer only
+    max_len: int = 512
+    teacher_forcing: float = 1.0  # chance a training input token is the gold one (1: plain teacher forcing)
+    attention: str = "luong-general"  # recurrent decoders; recorded for readers of the manifest
+    tie_embeddings: bool = True  # target embedding = output projection (when the widths agree)
+    pad_id: int = PAD_ID
+    bos_id: int = BOS_ID
+    eos_id: int = EOS_ID
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown arch {self.arch!r}; expected one of {ARCHS}")
+        if self.arch == "transformer" and self.hidden_dim % self.n_heads:
+            raise ValueError("hidden_dim must be divisible by n_heads")
+        if not 0.0 <= self.teacher_forcing <= 1.0:
+            raise ValueError("teacher_forcing must be in [0, 1]")
+
+    def encoder_config(self) -> ModelConfig:
+        return ModelConfig(
+            arch=self.arch,
+            vocab_size=self.src_vocab_size,
+            embed_dim=self.embed_dim,
+            hidden_dim=self.hidden_dim,
+            n_layers=self.n_layers,
+            dropout=self.dropout,
+            embed_dropout=self.embed_dropout,
+            n_heads=self.n_heads,
+            ff_dim=self.ff_dim,
+            max_len=self.max_len,
+            pad_id=self.pad_id,
+            pooling="mean",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "Seq2SeqConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+def sinusoidal_at(position: Tensor, dim: int) -> Tensor:
+    """(...,) integer positions -> (..., dim) codes, the same as export.models.sinusoidal_positions rows."""
+    freq = torch.exp(
+        torch.arange(0, dim, 2, device=position.device, dtype=torch.float32) * (-torch.log(torch.tensor(10000.0)) / dim)
+    )  # (dim/2,)
+    angles = position.to(torch.float32).unsqueeze(-1) * freq  # (..., dim/2)
+    return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2)[..., :dim]  # (..., dim)
+
+
+def tie(embed: nn.Embedding, out: nn.Linear, small_init: bool) -> None:
+    """Share the target embedding with the output projection (Press & Wolf 2017): fewer parameters,
+    better on small corpora. ``small_init``: start the table at N(0, 1/d) instead of N(0, 1). The
+    Transformer needs it (its N(0, 1)-tied logits are ~sqrt(d) wide: first-epoch loss 13.9 vs 6.7,
+    quick profile); the recurrent decoders do not (their output reads a tanh-bounded vector) and
+    learned worse with it (quick lstm test BLEU 1.97 -> 0.07: small inputs slow the cells)."""
+    if small_init:
+        nn.init.normal_(embed.weight, std=embed.embedding_dim**-0.5)
+        with torch.no_grad():
+            embed.weight[embed.padding_idx].zero_()
+    out.weight = embed.weight
+
+
+# ----------------------------------------------------------------------------- recurrent decoder
+
+
+class RecurrentDecoder(nn.Module):
+    """Stacked RNN/LSTM/GRU cells + Luong general attention over the encoder memory."""
+
+    def __init__(self, cfg: Seq2SeqConfig, mem_dim: int) -> None:
+        super().__init__()
+        self.kind = "lstm" if cfg.arch in ("lstm", "bilstm") else cfg.arch
+        self.n_layers, self.hidden = cfg.dec_layers, cfg.hidden_dim
+        self.state_names = ["h", "c"] if self.kind == "lstm" else ["h"]
+        H = cfg.hidden_dim
+        self.embed = nn.Embedding(cfg.tgt_vocab_size, cfg.embed_dim, padding_idx=cfg.pad_id)
+        self.embed_drop = nn.Dropout(cfg.embed_dropout)
+        self.drop = nn.Dropout(cfg.dropout)
+
+        def cell(in_dim: int) -> nn.Module:
+            if self.kind == "rnn":
+                return nn.RNN(in_dim, H, nonlinearity="tanh", batch_first=True)
+            if self.kind == "gru":
+                return nn.GRU(in_dim, H, batch_first=True)
+            return nn.LSTM(in_dim, H, batch_first=True)
+
+        self.cells = nn.ModuleList(cell(cfg.embed_dim if i == 0 else H) for i in range(cfg.dec_layers))
+        # The final encoder state of a padded batch would need a gather per direction; the
+        # masked mean of the memory is padding-invariant and summarizes both directions.
+        self.bridge = nn.Linear(mem_dim, len(self.state_names) * cfg.dec_layers * H)
+        self.attn_key = nn.Linear(mem_dim, H, bias=False)  # W_a of score = h . W_a m
+        self.combine = nn.Linear(mem_dim + H, H)
+        self.out = nn.Linear(H, cfg.tgt_vocab_size)
+        if cfg.tie_embeddings and cfg.embed_dim == H:
+            tie(self.embed, self.out, small_init=False)
+
+    def init_state(self, memory: Tensor, src_lengths: Tensor) -> list[Tensor]:
+        mask = length_mask(src_lengths, memory.size(1)).unsqueeze(-1)  # (B, S, 1)
+        mean = (memory * mask).sum(1) / src_lengths.clamp(min=1).unsqueeze(1).to(memory.dtype)  # (B, M)
+        s = torch.tanh(self.bridge(mean))  # (B, n_states * L * H)
+        s = s.reshape(-1, len(self.state_names), self.n_layers, self.hidden).permute(1, 2, 0, 3)  # (n, L, B, H)
+        return [s[i].contiguous() for i in range(len(self.state_names))]  # n x (L, B, H)
+
+    def run(self, tokens: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """(B, T) tokens from ``state`` -> top-layer outputs (B, T, H) and the final state."""
+        x = self.embed_drop(self.embed(tokens))  # (B, T, E)
+        hs, cs = [], []
+        for i, cell in enumerate(self.cells):
+            if i > 0:
+                x = self.drop(x)
+            if self.kind == "lstm":
+                x, (h, c) = cell(x, (state[0][i : i + 1], state[1][i : i + 1]))  # (B, T, H), 2 x (1, B, H)
+                cs.append(c)
+            else:
+                x, h = cell(x, state[0][i : i + 1])  # (B, T, H), (1, B, H)
+            hs.append(h)
+        new = [torch.cat(hs, 0)] + ([torch.cat(cs, 0)] if cs else [])  # (L, B, H) each
+        return x, new
+
+    def attend(self, query: Tensor, memory: Tensor, src_lengths: Tensor) -> Tensor:
+        """(B, T, H) decoder outputs -> (B, T, V) logits through attention over (B, S, M) memory."""
+        keys = self.attn_key(memory)  # (B, S, H)
+        scores = query @ keys.transpose(1, 2)  # (B, T, S)
+        mask = length_mask(src_lengths.clamp(min=1), memory.size(1)).unsqueeze(1)  # (B, 1, S)
+        # finfo.min rather than -inf: stays finite through ONNX (a fully padded row cannot occur: length >= 1)
+        weights = scores.masked_fill(~mask, torch.finfo(scores.dtype).min).softmax(-1)  # (B, T, S)
+        context = weights @ memory  # (B, T, M)
+        attentional = torch.tanh(self.combine(torch.cat((context, query), dim=-1)))  # (B, T, H)
+        return self.out(self.drop(attentional))  # (B, T, V)
+
+    def forward(self, tgt_in: Tensor, state: list[Tensor], memory: Tensor, src_lengths: Tensor) -> Tensor:
+        x, _ = self.run(tgt_in, state)  # (B, T, H)
+        return self.attend(x, memory, src_lengths)
+
+    def step(
+        self, prev: Tensor, state: list[Tensor], memory: Tensor, src_lengths: Tensor, position: Tensor
+    ) -> tuple[Tensor, list[Tensor]]:
+        x, new = self.run(prev.unsqueeze(1), state)  # (B, 1, H)
+        return self.attend(x, memory, src_lengths).squeeze(1), new  # (B, V)
+
+
+# ----------------------------------------------------------------------------- transformer decoder
+
+
+def _heads(x: Tensor, n_heads: int) -> Tensor:
+    B, _, C = x.shape
+    return x.reshape(B, -1, n_heads, C // n_heads).transpose(1, 2)  # (B, nh, T, hd)
+
+
+class DecoderBlock(nn.Module):
+    """Pre-LN: causal self-attention, cross-attention over the memory, MLP."""
+
+    def __init__(self, cfg: Seq2SeqConfig) -> None:
+        super().__init__()
+        C = cfg.hidden_dim
+        self.n_heads = cfg.n_heads
+        self.dropout = cfg.dropout
+        self.ln1, self.ln2, self.ln3 = nn.LayerNorm(C), nn.LayerNorm(C), nn.LayerNorm(C)
+        self.qkv = nn.Linear(C, 3 * C)
+        self.self_proj = nn.Linear(C, C)
+        self.q = nn.Linear(C, C)
+        self.kv = nn.Linear(C, 2 * C)
+        self.cross_proj = nn.Linear(C, C)
+        self.mlp = nn.Sequential(nn.Linear(C, cfg.ff_dim), nn.GELU(), nn.Linear(cfg.ff_dim, C))
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def _sdpa(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, T, hd)
+        B, _, _, hd = y.shape
+        return y.transpose(1, 2).reshape(B, -1, self.n_heads * hd)  # (B, T, C)
+
+    def _cross(self, x: Tensor, memory: Tensor, mem_mask: Tensor) -> Tensor:
+        h = self.ln2(x)
+        k, v = self.kv(memory).chunk(2, dim=-1)  # 2 x (B, S, C)
+        y = self._sdpa(_heads(self.q(h), self.n_heads), _heads(k, self.n_heads), _heads(v, self.n_heads), mem_mask)
+        x = x + self.drop(self.cross_proj(y))  # (B, T, C)
+        return x + self.drop(self.mlp(self.ln3(x)))
+
+    def forward(self, x: Tensor, self_mask: Tensor, memory: Tensor, mem_mask: Tensor) -> Tensor:
+        C = x.size(-1)
+        q, k, v = self.qkv(self.ln1(x)).split(C, dim=-1)  # 3 x (B, T, C)
+        y = self._sdpa(_heads(q, self.n_heads), _heads(k, self.n_heads), _heads(v, self.n_heads), self_mask)
+        x = x + self.drop(self.self_proj(y))  # (B, T, C)
+        return self._cross(x, memory, mem_mask)
+
+    def step(
+        self, x: Tensor, k_cache: Tensor, v_cache: Tensor, self_mask: Tensor, memory: Tensor, mem_mask: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """x (B, 1, C), caches (B, nh, P, hd) -> x, caches (B, nh, P + 1, hd)."""
+        C = x.size(-1)
+        q, k, v = self.qkv(self.ln1(x)).split(C, dim=-1)  # 3 x (B, 1, C)
+        k_all = torch.cat((k_cache, _heads(k, self.n_heads)), dim=2)  # (B, nh, P + 1, hd)
+        v_all = torch.cat((v_cache, _heads(v, self.n_heads)), dim=2)  # (B, nh, P + 1, hd)
+        y = self._sdpa(_heads(q, self.n_heads), k_all, v_all, self_mask)  # (B, 1, C)
+        x = x + self.drop(self.self_proj(y))
+        return self._cross(x, memory, mem_mask), k_all, v_all
+
+
+class TransformerDecoder(nn.Module):
+    def __init__(self, cfg: Seq2SeqConfig) -> None:
+        super().__init__()
+        C = cfg.hidden_dim
+        self.n_layers, self.n_heads, self.head_dim = cfg.dec_layers, cfg.n_heads, C // cfg.n_heads
+        self.state_names = ["k_cache", "v_cache"]
+        self.embed = nn.Embedding(cfg.tgt_vocab_size, cfg.embed_dim, padding_idx=cfg.pad_id)
+        self.in_proj = nn.Linear(cfg.embed_dim, C) if cfg.embed_dim != C else nn.Identity()
+        self.embed_drop = nn.Dropout(cfg.embed_dropout)
+        self.blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.dec_layers))
+        self.ln_f = nn.LayerNorm(C)
+        self.out = nn.Linear(C, cfg.tgt_vocab_size)
+        # Tied, the table is initialised small (as an output layer must be), so the input is
+        # scaled back up by sqrt(d) (Vaswani et al.) to stand beside the position codes.
+        self.tied = cfg.tie_embeddings and cfg.embed_dim == C
+        if self.tied:
+            tie(self.embed, self.out, small_init=True)
+        self.embed_scale = float(cfg.embed_dim) ** 0.5 if self.tied else 1.0
+
+    def _embed(self, tokens: Tensor, position: Tensor) -> Tensor:
+        x = self.in_proj(self.embed_drop(self.embed(tokens) * self.embed_scale))  # (B, T, C)
+        return x + sinusoidal_at(position, x.size(-1))  # (B, T, C)
+
+    def init_state(self, memory: Tensor, src_lengths: Tensor) -> list[Tensor]:
+        empty = memory.new_zeros(self.n_layers, memory.size(0), self.n_heads, 0, self.head_dim)  # (L, B, nh, 0, hd)
+        return [empty, empty.clone()]
+
+    def forward(self, tgt_in: Tensor, state: list[Tensor], memory: Tensor, src_lengths: Tensor) -> Tensor:
+        T = tgt_in.size(1)
+        x = self._embed(tgt_in, torch.arange(T, device=tgt_in.device).unsqueeze(0))  # (B, T, C)
+        causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (T, T): row t sees 0..t
+        mem_mask = length_mask(src_lengths.clamp(min=1), memory.size(1))[:, None, None, :]  # (B, 1, 1, S)
+        for block in self.blocks:
+            x = block(x, causal, memory, mem_mask)
+        return self.out(self.ln_f(x))  # (B, T, V)
+
+    def step(
+        self, prev: Tensor, state: list[Tensor], memory: Tensor, src_lengths: Tensor, position: Tensor
+    ) -> tuple[Tensor, list[Tensor]]:
+        k_cache, v_cache = state  # (L, B, nh, P, hd) each
+        P = k_cache.size(3)
+        x = self._embed(prev.unsqueeze(1), position.unsqueeze(1))  # (B, 1, C)
+        # Right-aligned histories: row b's tokens sit in the last position[b] slots, then the new one.
+        slot = torch.arange(P + 1, device=prev.device).unsqueeze(0)  # (1, P + 1)
+        self_mask = (slot >= (P - position).unsqueeze(1))[:, None, None, :]  # (B, 1, 1, P + 1)
+        mem_mask = length_mask(src_lengths.clamp(min=1), memory.size(1))[:, None, None, :]  # (B, 1, 1, S)
+        ks, vs = [], []
+        for i, block in enumerate(self.blocks):
+            x, k, v = block.step(x, k_cache[i], v_cache[i], self_mask, memory, mem_mask)
+            ks.append(k)
+            vs.append(v)
+        logits = self.out(self.ln_f(x)).squeeze(1)  # (B, V)
+        return logits, [torch.stack(ks), torch.stack(vs)]  # (L, B, nh, P + 1, hd) each
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+class Seq2Seq(nn.Module):
+    def __init__(self, cfg: Seq2SeqConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = build_encoder(cfg.encoder_config())
+        if cfg.arch == "transformer":
+            self.decoder: RecurrentDecoder | TransformerDecoder = TransformerDecoder(cfg)
+        else:
+            self.decoder = RecurrentDecoder(cfg, self.encoder.out_dim)
+
+    @property
+    def state_names(self) -> list[str]:
+        return list(self.decoder.state_names)
+
+    def state_specs(self) -> list[dict[str, Any]]:
+        """Per state tensor: name, shape (symbolic "batch" / "past"), batch axis, how a sequence starts it."""
+        cfg = self.cfg
+        if cfg.arch == "transformer":
+            hd = cfg.hidden_dim // cfg.n_heads
+            shape = [cfg.dec_layers, "batch", cfg.n_heads, "past", hd]
+            return [
+                {"name": n, "dtype": "float32", "shape": shape, "batch_axis": 1, "grow_axis": 3, "init": "empty"}
+                for n in self.state_names
+            ]
+        shape = [cfg.dec_layers, "batch", cfg.hidden_dim]
+        return [
+            {"name": n, "dtype": "float32", "shape": shape, "batch_axis": 1, "init": "encoder"}
+            for n in self.state_names
+        ]
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """-> memory (B, S, M), zero past each length, and the decoder's initial state."""
+        src_lengths = src_lengths.clamp(min=1)  # an empty source reads one <pad>: defined, if uninformative
+        memory = self.encoder(src, src_lengths)  # (B, S, M)
+        return memory, self.decoder.init_state(memory, src_lengths)
+
+    def step(
+        self, prev: Tensor, state: list[Tensor], memory: Tensor, src_lengths: Tensor, position: Tensor
+    ) -> tuple[Tensor, list[Tensor]]:
+        """One target token per row: (B,) -> logits (B, V) and the new state."""
+        return self.decoder.step(prev, state, memory, src_lengths, position)
+
+    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
+        memory, state = self.encode(src, src_lengths)
+        ratio = self.cfg.teacher_forcing
+        if self.training and ratio < 1.0:
+            with torch.no_grad():
+                guess = self.decoder(tgt_in, state, memory, src_lengths).argmax(-1)  # (B, T): guess for input t+1
+            prev_guess = torch.cat((tgt_in[:, :1], guess[:, :-1]), dim=1)  # (B, T): the model's input t
+            sample = torch.rand(tgt_in.shape, device=tgt_in.device) >= ratio  # (B, T)
+            sample[:, 0] = False  # <bos> stays
+            tgt_in = torch.where(sample & (tgt_in != self.cfg.pad_id), prev_guess, tgt_in)
+        return self.decoder(tgt_in, state, memory, src_lengths.clamp(min=1))  # (B, T, V)
+
+
+def load_seq2seq(path: Path) -> tuple[Seq2Seq, dict[str, Any]]:
+    """Rebuild a translation model (eval mode) from a checkpoint written with export.models.save_checkpoint."""
+    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("task") != TASK:
+        raise ValueError(f"{path}: not a seqserve translation checkpoint")
+    model = Seq2Seq(Seq2SeqConfig.from_dict(ckpt["config"]))
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    return model, ckpt
