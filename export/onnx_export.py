@@ -376,37 +376,44 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def export_runs(
+    task: str,
+    args: argparse.Namespace,
+    export: Callable[[Path, Path, int | None], Path],
+    summary: Callable[[Manifest], str],
+) -> int:
+    """The export command of every task: each chosen architecture's checkpoint under
+    the runs dir becomes a new version; one line per version, errors on stderr."""
     runs = args.runs or paths.runs_dir()
     explicit = "all" not in args.arch
-    archs = [a for a in ARCHS if not explicit or a in args.arch]
-    status = 0
-    exported = 0
-    for arch in archs:
-        ckpt = runs / args.task / arch / "checkpoint.pt"
+    status = exported = 0
+    for arch in (a for a in ARCHS if not explicit or a in args.arch):
+        ckpt = runs / task / arch / "checkpoint.pt"
         if not ckpt.is_file():
             if explicit:
                 print(f"seqserve export: no checkpoint {ckpt}", file=sys.stderr)
                 status = 1
             continue
         try:
-            out = export_checkpoint(ckpt, args.repository, args.version)
+            out = export(ckpt, args.repository, args.version)
         except (ExportError, FileExistsError, ValueError) as exc:
-            print(f"seqserve export: {args.task}/{arch}: {exc}", file=sys.stderr)
+            print(f"seqserve export: {task}/{arch}: {exc}", file=sys.stderr)
             status = 1
             continue
         m = Manifest.load(out)
-        acc = m.quality.get("test_accuracy")
-        print(
-            f"{args.task}/{arch} v{m.version} -> {out}  ({m.exported_with.get('exporter')}, "
-            f"test acc {acc:.4f})" if acc is not None else f"{args.task}/{arch} v{m.version} -> {out}"
-        )
+        print(f"{task}/{arch} v{m.version} -> {out}  ({m.exported_with.get('exporter')}; {summary(m)})")
         exported += 1
     if exported == 0 and status == 0:
-        print(f"seqserve export: no checkpoints under {runs / args.task}", file=sys.stderr)
+        print(f"seqserve export: no checkpoints under {runs / task}", file=sys.stderr)
         status = 1
     return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return export_runs(
+        args.task, args, export_checkpoint, lambda m: f"test acc {m.quality.get('test_accuracy', float('nan')):.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -42,7 +42,6 @@ import onnxruntime as ort
 import torch
 import torch.nn as nn
 
-from export import paths
 from export.models import ARCHS
 from export.onnx_export import (
     EXAMPLE_SHAPE,
@@ -52,6 +51,7 @@ from export.onnx_export import (
     PARITY_SHAPES,
     ExportError,
     _package_versions,
+    export_runs,
     publish_version,
     training_summary,
 )
@@ -521,37 +521,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _summary(m: Manifest) -> str:
+    q, st = m.quality, m.streaming
+    waits = "causal (step.onnx)" if st["mode"] == "causal" else f"lookahead {st['lookahead']}"
+    return (
+        f"test acc {q.get('test_accuracy', float('nan')):.4f},"
+        f" unseen {q.get('test_accuracy_unseen', float('nan')):.4f}; streaming {waits}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    runs = args.runs or paths.runs_dir()
-    explicit = "all" not in args.arch
-    status = exported = 0
-    for arch in (a for a in ARCHS if not explicit or a in args.arch):
-        ckpt = runs / TASK / arch / "checkpoint.pt"
-        if not ckpt.is_file():
-            if explicit:
-                print(f"seqserve export: no checkpoint {ckpt}", file=sys.stderr)
-                status = 1
-            continue
-        try:
-            out = export_checkpoint(ckpt, args.repository, args.version)
-        except (ExportError, FileExistsError, ValueError) as exc:
-            print(f"seqserve export: {TASK}/{arch}: {exc}", file=sys.stderr)
-            status = 1
-            continue
-        m = Manifest.load(out)
-        q = m.quality
-        stream_s = "causal (step.onnx)" if m.streaming["mode"] == "causal" else f"lookahead {m.streaming['lookahead']}"
-        print(
-            f"{TASK}/{arch} v{m.version} -> {out}  ({m.exported_with.get('exporter')}; test acc "
-            f"{q.get('test_accuracy', float('nan')):.4f}, unseen {q.get('test_accuracy_unseen', float('nan')):.4f}; "
-            f"streaming {stream_s})"
-        )
-        exported += 1
-    if exported == 0 and status == 0:
-        print(f"seqserve export: no checkpoints under {runs / TASK}", file=sys.stderr)
-        status = 1
-    return status
+    return export_runs(TASK, build_parser().parse_args(argv), export_checkpoint, _summary)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,6 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from export import paths
 from export.models import ARCHS
 from export.onnx_export import (
     EXPORTER,
@@ -50,6 +49,7 @@ from export.onnx_export import (
     PARITY_ATOL,
     ExportError,
     _package_versions,
+    export_runs,
     publish_version,
     training_summary,
 )
@@ -473,35 +473,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _summary(m: Manifest) -> str:
+    q = m.quality
+    return (
+        f"test BLEU greedy {q.get('test_bleu_greedy', float('nan')):.2f},"
+        f" beam {q.get('test_bleu_beam', float('nan')):.2f}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    runs = args.runs or paths.runs_dir()
-    explicit = "all" not in args.arch
-    status = exported = 0
-    for arch in (a for a in ARCHS if not explicit or a in args.arch):
-        ckpt = runs / TASK / arch / "checkpoint.pt"
-        if not ckpt.is_file():
-            if explicit:
-                print(f"seqserve export: no checkpoint {ckpt}", file=sys.stderr)
-                status = 1
-            continue
-        try:
-            out = export_checkpoint(ckpt, args.repository, args.version)
-        except (ExportError, FileExistsError, ValueError) as exc:
-            print(f"seqserve export: {TASK}/{arch}: {exc}", file=sys.stderr)
-            status = 1
-            continue
-        m = Manifest.load(out)
-        q = m.quality
-        print(
-            f"{TASK}/{arch} v{m.version} -> {out}  ({m.exported_with.get('exporter')}; test BLEU greedy "
-            f"{q.get('test_bleu_greedy', float('nan')):.2f}, beam {q.get('test_bleu_beam', float('nan')):.2f})"
-        )
-        exported += 1
-    if exported == 0 and status == 0:
-        print(f"seqserve export: no checkpoints under {runs / TASK}", file=sys.stderr)
-        status = 1
-    return status
+    return export_runs(TASK, build_parser().parse_args(argv), export_checkpoint, _summary)
 
 
 if __name__ == "__main__":
