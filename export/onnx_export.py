@@ -29,11 +29,13 @@ import contextlib
 import io
 import logging
 import shutil
+import statistics
 import sys
+import time
 import uuid
 import warnings
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -126,28 +128,10 @@ def _export_dynamo(model: nn.Module, example: tuple[torch.Tensor, ...], path: Pa
     program.save(str(path))
 
 
-def _name_io_dims(path: Path, n_labels: int) -> None:
-    """Give the graph's inputs and outputs the manifest's symbolic dims (exporters differ in naming them)."""
-    proto = onnx.load(str(path))
-    wanted = {
-        "tokens": ["batch", "length"],
-        "lengths": ["batch"],
-        "logits": ["batch", n_labels],
-    }
-    for value in [*proto.graph.input, *proto.graph.output]:
-        dims = wanted.get(value.name)
-        if dims is None:
-            raise ExportError(f"unexpected graph input/output {value.name!r}")
-        shape = value.type.tensor_type.shape
-        if len(shape.dim) != len(dims):
-            raise ExportError(f"{value.name}: rank {len(shape.dim)}, expected {len(dims)}")
-        for dim, want in zip(shape.dim, dims):
-            if isinstance(want, str):
-                dim.dim_param = want  # also clears any example-sized dim_value
-            else:
-                dim.dim_value = want
-    onnx.checker.check_model(proto, full_check=True)
-    onnx.save(proto, str(path))
+def sentiment_specs(n_labels: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The classifier graph's inputs and outputs, as the manifest states them."""
+    inputs = [TensorSpec("tokens", "int64", ["batch", "length"]), TensorSpec("lengths", "int64", ["batch"])]
+    return inputs, [TensorSpec("logits", "float32", ["batch", n_labels])]
 
 
 def export_onnx(model: nn.Module, arch: str, vocab_size: int, n_labels: int, path: Path) -> str:
@@ -159,7 +143,7 @@ def export_onnx(model: nn.Module, arch: str, vocab_size: int, n_labels: int, pat
         _export_dynamo(model, example, path)
     else:
         _export_torchscript(model, example, path)
-    _name_io_dims(path, n_labels)
+    name_io_dims(path, [*sum(sentiment_specs(n_labels), [])])
     return exporter
 
 
@@ -262,16 +246,14 @@ def build_manifest(ckpt: dict[str, Any], version: int, parameters: int, exporter
     metrics = ckpt.get("metrics", {})
     quality = {k: metrics[k] for k in ("test_accuracy", "dev_accuracy", "test_size", "dev_size") if k in metrics}
     training_info = training_summary(ckpt)
+    inputs, outputs = sentiment_specs(len(ckpt["labels"]))
     return Manifest(
         task=task,
         arch=cfg["arch"],
         version=version,
         labels=list(ckpt["labels"]),
-        inputs=[
-            TensorSpec("tokens", "int64", ["batch", "length"]),
-            TensorSpec("lengths", "int64", ["batch"]),
-        ],
-        outputs=[TensorSpec("logits", "float32", ["batch", len(ckpt["labels"])])],
+        inputs=inputs,
+        outputs=outputs,
         files={"model": MODEL_FILE, "vocab": VOCAB_FILE},
         tokenizer={"name": TOKENIZER_NAME, "lowercase": True},
         special_tokens={"pad": PAD_ID, "unk": UNK_ID},
@@ -282,6 +264,137 @@ def build_manifest(ckpt: dict[str, Any], version: int, parameters: int, exporter
         exported_with={**_package_versions(), "exporter": exporter},
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
+
+
+# ----------------------------------------------------------------------------- graph helpers (every task)
+
+
+def torch_inputs(feeds: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.from_numpy(v) for v in feeds.values())
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """The exporters narrate (deprecation notices, dynamo's progress prints); keep commands readable."""
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)
+    try:
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        onnx_log.setLevel(level)
+
+
+def export_graph(
+    module: nn.Module,
+    example: dict[str, np.ndarray],
+    outputs: list[str],
+    dynamic: dict[str, dict[int, str]],
+    exporter: str,
+    path: Path,
+) -> None:
+    """Export ``module`` called on ``example`` (ONNX input name -> array, in the forward's order)."""
+    args = torch_inputs(example)
+    with quiet():
+        if exporter == "dynamo":
+            dims = {d: torch.export.Dim(d) for axes in dynamic.values() for d in axes.values()}
+            program = torch.onnx.export(
+                module,
+                args,
+                input_names=list(example),
+                output_names=outputs,
+                # positional: torch.export keys a dict by the forward's argument names, not the ONNX names
+                dynamic_shapes=[{ax: dims[d] for ax, d in dynamic.get(n, {}).items()} for n in example],
+                opset_version=OPSET,
+                dynamo=True,
+                verbose=False,
+            )
+            program.save(str(path))
+        else:
+            torch.onnx.export(
+                module,
+                args,
+                str(path),
+                input_names=list(example),
+                output_names=outputs,
+                dynamic_axes=dynamic,
+                opset_version=OPSET,
+                dynamo=False,
+            )
+
+
+def name_io_dims(path: Path, specs: list[TensorSpec]) -> None:
+    """Stamp the specs' dims on the graph's inputs and outputs (exporters differ in naming them)."""
+    proto = onnx.load(str(path))
+    wanted = {s.name: s.shape for s in specs}
+    values = [*proto.graph.input, *proto.graph.output]
+    if sorted(v.name for v in values) != sorted(wanted):
+        raise ExportError(f"{path.name}: graph has {[v.name for v in values]}, expected {sorted(wanted)}")
+    for value in values:
+        dims = wanted[value.name]
+        shape = value.type.tensor_type.shape
+        if len(shape.dim) != len(dims):
+            raise ExportError(f"{path.name}: {value.name} has rank {len(shape.dim)}, expected {len(dims)}")
+        for dim, want in zip(shape.dim, dims):
+            if isinstance(want, str):
+                dim.dim_param = want  # also clears an example-sized dim_value
+            else:
+                dim.dim_value = want
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(path))
+
+
+def sessions(path: Path) -> list[ort.InferenceSession]:
+    """A plain session and one configured like the service (1 intra-op thread, basic optimizations)."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    return [
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]),
+        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]),
+    ]
+
+
+def compare(what: str, got: list[np.ndarray], expected: list[np.ndarray], atol: float) -> float:
+    worst = 0.0
+    for g, e in zip(got, expected):
+        if g.shape != e.shape or g.dtype != np.float32:
+            raise ExportError(f"{what}: ONNX output {g.dtype}{g.shape}, expected float32{e.shape}")
+        diff = float(np.abs(g - e).max()) if g.size else 0.0
+        if not diff < atol:  # also catches NaN
+            raise ExportError(
+                f"{what}: ONNX Runtime differs from PyTorch by {diff:.3g} (> {atol}); refusing to publish"
+            )
+        worst = max(worst, diff)
+    return worst
+
+
+def run_session(
+    session: ort.InferenceSession, feeds: dict[str, np.ndarray], outputs: list[str], what: str
+) -> list[np.ndarray]:
+    try:
+        return session.run(outputs, feeds)
+    except Exception as exc:  # e.g. a length frozen into a Reshape
+        raise ExportError(f"{what}: ONNX Runtime failed: {exc}") from exc
+
+
+
+
+def median_ms(session: ort.InferenceSession, feeds: dict[str, np.ndarray], repeat: int = 30) -> float:
+    session.run(None, feeds)  # warm-up
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        session.run(None, feeds)
+        times.append((time.perf_counter() - t0) * 1000)
+    return round(statistics.median(times), 4)
+
 
 
 def export_checkpoint(checkpoint_path: Path, repository: Path, version: int | None = None) -> Path:

@@ -14,7 +14,7 @@ ort = pytest.importorskip("onnxruntime")
 import numpy as np  # noqa: E402
 
 from export.models import ARCHS, save_checkpoint  # noqa: E402
-from export.onnx_export import ExportError  # noqa: E402
+from export.onnx_export import ExportError, torch_inputs  # noqa: E402
 from export.translation import onnx_export as mt_export  # noqa: E402
 from export.translation.decode import pad_batch, translate  # noqa: E402
 from export.translation.model import Seq2Seq, Seq2SeqConfig  # noqa: E402
@@ -144,7 +144,7 @@ def test_decoder_dynamic_axes(exported) -> None:
         feeds = mt_export.decoder_inputs(model, B, S, past, seed=B)
         got = sess.run(None, feeds)
         with torch.no_grad():
-            want = [t.numpy() for t in mt_export.step_graph(model)(*mt_export._torch(feeds))]
+            want = [t.numpy() for t in mt_export.step_graph(model)(*torch_inputs(feeds))]
         assert got[1].shape == (2, B, 2, past + 1, 8)
         for g, w in zip(got, want):
             assert np.abs(g - w).max() < 1e-4

@@ -25,34 +25,32 @@ versions appear atomically.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import logging
-import statistics
 import sys
-import time
-import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import torch
-import torch.nn as nn
 
 from export.models import ARCHS
 from export.onnx_export import (
     EXAMPLE_SHAPE,
     EXPORTER,
-    OPSET,
     PARITY_ATOL,
     PARITY_SHAPES,
     ExportError,
     _package_versions,
+    compare,
+    export_graph,
     export_runs,
+    median_ms,
+    name_io_dims,
     publish_version,
+    run_session,
+    sessions,
+    torch_inputs,
     training_summary,
 )
 from export.tagging.model import TASK, Tagger, load_tagger, state_names, step_graph
@@ -96,27 +94,6 @@ def step_specs(arch: str, n_tags: int, layers: int, hidden: int) -> tuple[list[T
     return inputs, outputs
 
 
-def _name_io_dims(path: Path, specs: list[TensorSpec]) -> None:
-    """Stamp the specs' dims on the graph's inputs and outputs (exporters differ in naming them)."""
-    proto = onnx.load(str(path))
-    wanted = {s.name: s.shape for s in specs}
-    values = [*proto.graph.input, *proto.graph.output]
-    if sorted(v.name for v in values) != sorted(wanted):
-        raise ExportError(f"{path.name}: graph has {[v.name for v in values]}, expected {sorted(wanted)}")
-    for value in values:
-        dims = wanted[value.name]
-        shape = value.type.tensor_type.shape
-        if len(shape.dim) != len(dims):
-            raise ExportError(f"{path.name}: {value.name} has rank {len(shape.dim)}, expected {len(dims)}")
-        for dim, want in zip(shape.dim, dims):
-            if isinstance(want, str):
-                dim.dim_param = want  # also clears an example-sized dim_value
-            else:
-                dim.dim_value = want
-    onnx.checker.check_model(proto, full_check=True)
-    onnx.save(proto, str(path))
-
-
 # ----------------------------------------------------------------------------- exporting
 
 
@@ -151,66 +128,6 @@ def step_inputs(
     return feeds
 
 
-def _torch_inputs(feeds: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
-    return tuple(torch.from_numpy(v) for v in feeds.values())
-
-
-@contextlib.contextmanager
-def _quiet():
-    """The exporters narrate (deprecation notices, dynamo's progress prints); keep commands readable."""
-    onnx_log = logging.getLogger("torch.onnx")
-    level = onnx_log.level
-    onnx_log.setLevel(logging.ERROR)
-    try:
-        with (
-            warnings.catch_warnings(),
-            contextlib.redirect_stdout(io.StringIO()),
-            contextlib.redirect_stderr(io.StringIO()),
-        ):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        onnx_log.setLevel(level)
-
-
-def _export(
-    module: nn.Module,
-    example: dict[str, np.ndarray],
-    outputs: list[str],
-    dynamic: dict[str, dict[int, str]],
-    exporter: str,
-    path: Path,
-) -> None:
-    args = _torch_inputs(example)
-    with _quiet():
-        if exporter == "dynamo":
-            dims = {name: torch.export.Dim(name) for axes in dynamic.values() for name in axes.values()}
-            program = torch.onnx.export(
-                module,
-                args,
-                input_names=list(example),
-                output_names=outputs,
-                dynamic_shapes={
-                    name: {ax: dims[d] for ax, d in axes.items()} for name, axes in dynamic.items() if name in example
-                },
-                opset_version=OPSET,
-                dynamo=True,
-                verbose=False,
-            )
-            program.save(str(path))
-        else:
-            torch.onnx.export(
-                module,
-                args,
-                str(path),
-                input_names=list(example),
-                output_names=outputs,
-                dynamic_axes=dynamic,
-                opset_version=OPSET,
-                dynamo=False,
-            )
-
-
 def export_full(model: Tagger, path: Path) -> str:
     """Write model.onnx; returns the exporter used (export.onnx_export.EXPORTER: legacy for recurrent, dynamo else)."""
     cfg = model.cfg
@@ -224,8 +141,8 @@ def export_full(model: Tagger, path: Path) -> str:
         "lengths": {0: "batch"},
         "logits": {0: "batch", 1: "length"},
     }
-    _export(model, example, ["logits"], dynamic, exporter, path)
-    _name_io_dims(path, [*sum(full_specs(cfg.n_labels), [])])
+    export_graph(model, example, ["logits"], dynamic, exporter, path)
+    name_io_dims(path, [*sum(full_specs(cfg.n_labels), [])])
     return exporter
 
 
@@ -244,46 +161,12 @@ def export_step(model: Tagger, path: Path) -> str:
     for name in states:
         dynamic[name] = {1: "batch"}
         dynamic[f"{name}_out"] = {1: "batch"}
-    _export(step_graph(model), example, ["logits", *(f"{n}_out" for n in states)], dynamic, "torchscript", path)
-    _name_io_dims(path, [*sum(step_specs(cfg.arch, cfg.n_labels, cfg.n_layers, cfg.hidden_dim), [])])
+    export_graph(step_graph(model), example, ["logits", *(f"{n}_out" for n in states)], dynamic, "torchscript", path)
+    name_io_dims(path, [*sum(step_specs(cfg.arch, cfg.n_labels, cfg.n_layers, cfg.hidden_dim), [])])
     return "torchscript"
 
 
 # ----------------------------------------------------------------------------- verification
-
-
-def sessions(path: Path) -> list[ort.InferenceSession]:
-    """A plain session and one configured like the service (1 intra-op thread, basic optimizations)."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    return [
-        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]),
-        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]),
-    ]
-
-
-def _compare(what: str, got: list[np.ndarray], expected: list[np.ndarray], atol: float) -> float:
-    worst = 0.0
-    for g, e in zip(got, expected):
-        if g.shape != e.shape or g.dtype != np.float32:
-            raise ExportError(f"{what}: ONNX output {g.dtype}{g.shape}, expected float32{e.shape}")
-        diff = float(np.abs(g - e).max()) if g.size else 0.0
-        if not diff < atol:  # also catches NaN
-            raise ExportError(
-                f"{what}: ONNX Runtime differs from PyTorch by {diff:.3g} (> {atol}); refusing to publish"
-            )
-        worst = max(worst, diff)
-    return worst
-
-
-def _run(
-    session: ort.InferenceSession, feeds: dict[str, np.ndarray], outputs: list[str], what: str
-) -> list[np.ndarray]:
-    try:
-        return session.run(outputs, feeds)
-    except Exception as exc:  # e.g. a length frozen into a Reshape
-        raise ExportError(f"{what}: ONNX Runtime failed: {exc}") from exc
 
 
 def check_full_parity(model: Tagger, path: Path, atol: float = PARITY_ATOL) -> float:
@@ -294,9 +177,9 @@ def check_full_parity(model: Tagger, path: Path, atol: float = PARITY_ATOL) -> f
         for i, (B, T) in enumerate(PARITY_SHAPES):
             feeds = full_inputs(B, T, cfg.vocab_size, cfg.feature_buckets, seed=100 + i)
             with torch.no_grad():
-                expected = model(*_torch_inputs(feeds)).numpy()  # (B, T, n_tags)
-            got = _run(session, feeds, ["logits"], f"{path.name} at {B}x{T}")
-            worst = max(worst, _compare(f"{path.name} at batch x length {B}x{T}", got, [expected], atol))
+                expected = model(*torch_inputs(feeds)).numpy()  # (B, T, n_tags)
+            got = run_session(session, feeds, ["logits"], f"{path.name} at {B}x{T}")
+            worst = max(worst, compare(f"{path.name} at batch x length {B}x{T}", got, [expected], atol))
     return worst
 
 
@@ -311,12 +194,12 @@ def check_step_parity(model: Tagger, path: Path, atol: float = PARITY_ATOL) -> f
             feeds = step_inputs(
                 cfg.arch, B, k, cfg.n_layers, cfg.hidden_dim, cfg.vocab_size, cfg.feature_buckets, 200 + i
             )
-            t = _torch_inputs(feeds)
+            t = torch_inputs(feeds)
             with torch.no_grad():
                 logits, new_state = model.step(t[0], t[1], list(t[2:]))
             expected = [logits.numpy(), *(s.numpy() for s in new_state)]
-            got = _run(session, feeds, outputs, f"{path.name} at {B}x{k}")
-            worst = max(worst, _compare(f"{path.name} at batch x k {B}x{k}", got, expected, atol))
+            got = run_session(session, feeds, outputs, f"{path.name} at {B}x{k}")
+            worst = max(worst, compare(f"{path.name} at batch x k {B}x{k}", got, expected, atol))
     return worst
 
 
@@ -355,20 +238,10 @@ def check_streaming(model: Tagger, full_path: Path, step_path: Path, atol: float
     got = stream(
         step, cfg.arch, cfg.n_layers, cfg.hidden_dim, feeds["tokens"][0], feeds["features"][0], [1, 2, 5, 6, 18, 30]
     )
-    worst = _compare(f"{step_path.name} streamed in chunks vs {full_path.name}", [got], [expected[0]], atol)
+    worst = compare(f"{step_path.name} streamed in chunks vs {full_path.name}", [got], [expected[0]], atol)
     if not np.array_equal(got.argmax(-1), expected[0].argmax(-1)):
         raise ExportError(f"{step_path.name}: streamed tags differ from {full_path.name}")
     return worst
-
-
-def _median_ms(session: ort.InferenceSession, feeds: dict[str, np.ndarray], repeat: int = 30) -> float:
-    session.run(None, feeds)  # warm-up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        session.run(None, feeds)
-        times.append((time.perf_counter() - t0) * 1000)
-    return round(statistics.median(times), 4)
 
 
 def measure_latency(model: Tagger, full_path: Path, step_path: Path | None) -> dict[str, float]:
@@ -376,13 +249,13 @@ def measure_latency(model: Tagger, full_path: Path, step_path: Path | None) -> d
     cfg = model.cfg
     _, service_like = sessions(full_path)
     out = {
-        f"full_ms_len{n}": _median_ms(service_like, full_inputs(1, n, cfg.vocab_size, cfg.feature_buckets, 1))
+        f"full_ms_len{n}": median_ms(service_like, full_inputs(1, n, cfg.vocab_size, cfg.feature_buckets, 1))
         for n in LATENCY_LENGTHS
     }
     if step_path is not None:
         _, step = sessions(step_path)
         feeds = step_inputs(cfg.arch, 1, 1, cfg.n_layers, cfg.hidden_dim, cfg.vocab_size, cfg.feature_buckets, 1)
-        out["step_ms_k1"] = _median_ms(step, feeds)
+        out["step_ms_k1"] = median_ms(step, feeds)
     return out
 
 

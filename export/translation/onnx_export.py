@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import torch
 import torch.nn as nn
 from torch import Tensor
@@ -45,15 +44,20 @@ from torch import Tensor
 from export.models import ARCHS
 from export.onnx_export import (
     EXPORTER,
-    OPSET,
     PARITY_ATOL,
     ExportError,
     _package_versions,
+    compare,
+    export_graph,
     export_runs,
+    median_ms,
+    name_io_dims,
     publish_version,
+    run_session,
+    sessions,
+    torch_inputs,
     training_summary,
 )
-from export.tagging.onnx_export import _compare, _quiet, _run, sessions
 from export.translation.decode import pad_batch, torch_callables
 from export.translation.model import TASK, Seq2Seq, load_seq2seq
 from seqserve.manifest import Manifest, TensorSpec
@@ -163,28 +167,6 @@ def decoder_specs(model: Seq2Seq) -> tuple[list[TensorSpec], list[TensorSpec]]:
     return inputs, outputs
 
 
-def _name_io_dims(path: Path, specs: list[TensorSpec]) -> None:
-    """Stamp the specs' dims on the graph's inputs and outputs; fail on any name mismatch."""
-    proto = onnx.load(str(path))
-    wanted = {s.name: s.shape for s in specs}
-    values = [*proto.graph.input, *proto.graph.output]
-    if sorted(v.name for v in values) != sorted(wanted):
-        raise ExportError(f"{path.name}: graph has {[v.name for v in values]}, expected {sorted(wanted)}")
-    for value in values:
-        dims = wanted[value.name]
-        shape = value.type.tensor_type.shape
-        if len(shape.dim) != len(dims):
-            raise ExportError(f"{path.name}: {value.name} has rank {len(shape.dim)}, expected {len(dims)}")
-        for dim, want in zip(shape.dim, dims):
-            if isinstance(want, str):
-                dim.dim_param = want
-            else:
-                dim.dim_value = want
-    onnx.checker.check_model(proto, full_check=True)
-    onnx.save(proto, str(path))
-
-
-# ----------------------------------------------------------------------------- example / parity inputs
 
 
 def encoder_inputs(B: int, S: int, vocab: int, seed: int) -> dict[str, np.ndarray]:
@@ -214,42 +196,6 @@ def decoder_inputs(model: Seq2Seq, B: int, S: int, past: int, seed: int) -> dict
     return feeds
 
 
-def _torch(feeds: dict[str, np.ndarray]) -> tuple[Tensor, ...]:
-    return tuple(torch.from_numpy(v) for v in feeds.values())
-
-
-# ----------------------------------------------------------------------------- exporting
-
-
-def _export(module: nn.Module, example: dict[str, np.ndarray], outputs: list[str], dynamic: dict[str, dict[int, str]],
-            exporter: str, path: Path) -> None:
-    args = _torch(example)
-    with _quiet():
-        if exporter == "dynamo":
-            dims = {d: torch.export.Dim(d) for axes in dynamic.values() for d in axes.values()}
-            program = torch.onnx.export(
-                module,
-                args,
-                input_names=list(example),
-                output_names=outputs,
-                # positional: torch.export keys a dict by the forward's argument names, not the ONNX names
-                dynamic_shapes=[{ax: dims[d] for ax, d in dynamic[n].items()} for n in example],
-                opset_version=OPSET,
-                dynamo=True,
-                verbose=False,
-            )
-            program.save(str(path))
-        else:
-            torch.onnx.export(
-                module,
-                args,
-                str(path),
-                input_names=list(example),
-                output_names=outputs,
-                dynamic_axes=dynamic,
-                opset_version=OPSET,
-                dynamo=False,
-            )
 
 
 def _dynamic(specs: list[TensorSpec]) -> dict[str, dict[int, str]]:
@@ -265,8 +211,8 @@ def export_encoder(model: Seq2Seq, path: Path) -> str:
     inputs, outputs = encoder_specs(model)
     example = encoder_inputs(*ENC_EXAMPLE, model.cfg.src_vocab_size, seed=0)
     dynamic = _dynamic(inputs) if exporter == "dynamo" else _dynamic(inputs + outputs)
-    _export(EncoderGraph(model).eval(), example, [s.name for s in outputs], dynamic, exporter, path)
-    _name_io_dims(path, inputs + outputs)
+    export_graph(EncoderGraph(model).eval(), example, [s.name for s in outputs], dynamic, exporter, path)
+    name_io_dims(path, inputs + outputs)
     return exporter
 
 
@@ -276,8 +222,8 @@ def export_decoder(model: Seq2Seq, path: Path) -> str:
     inputs, outputs = decoder_specs(model)
     example = decoder_inputs(model, *DEC_EXAMPLE, seed=0)
     dynamic = _dynamic(inputs) if exporter == "dynamo" else _dynamic(inputs + outputs)
-    _export(step_graph(model), example, [s.name for s in outputs], dynamic, exporter, path)
-    _name_io_dims(path, inputs + outputs)
+    export_graph(step_graph(model), example, [s.name for s in outputs], dynamic, exporter, path)
+    name_io_dims(path, inputs + outputs)
     return exporter
 
 
@@ -291,9 +237,9 @@ def check_encoder_parity(model: Seq2Seq, path: Path, atol: float = PARITY_ATOL) 
         for i, (B, S) in enumerate(ENC_PARITY_SHAPES):
             feeds = encoder_inputs(B, S, model.cfg.src_vocab_size, seed=100 + i)
             with torch.no_grad():
-                expected = [t.numpy() for t in EncoderGraph(model).eval()(*_torch(feeds))]
-            got = _run(session, feeds, names, f"{path.name} at {B}x{S}")
-            worst = max(worst, _compare(f"{path.name} at batch x src_len {B}x{S}", got, expected, atol))
+                expected = [t.numpy() for t in EncoderGraph(model).eval()(*torch_inputs(feeds))]
+            got = run_session(session, feeds, names, f"{path.name} at {B}x{S}")
+            worst = max(worst, compare(f"{path.name} at batch x src_len {B}x{S}", got, expected, atol))
     return worst
 
 
@@ -304,22 +250,21 @@ def check_decoder_parity(model: Seq2Seq, path: Path, atol: float = PARITY_ATOL) 
         for i, (B, S, past) in enumerate(DEC_PARITY_SHAPES):
             feeds = decoder_inputs(model, B, S, past, seed=200 + i)
             with torch.no_grad():
-                expected = [t.numpy() for t in step_graph(model)(*_torch(feeds))]
-            got = _run(session, feeds, names, f"{path.name} at {B}x{S}, past {past}")
-            worst = max(worst, _compare(f"{path.name} at batch x src_len x past {B}x{S}x{past}", got, expected, atol))
+                expected = [t.numpy() for t in step_graph(model)(*torch_inputs(feeds))]
+            got = run_session(session, feeds, names, f"{path.name} at {B}x{S}, past {past}")
+            worst = max(worst, compare(f"{path.name} at batch x src_len x past {B}x{S}x{past}", got, expected, atol))
     return worst
 
 
 def measure_latency(model: Seq2Seq, encoder_path: Path, decoder_path: Path) -> dict[str, float]:
     """Median ORT milliseconds per call as the service runs it (1 intra-op thread, basic optimizations):
     encoding a 30-piece sentence; one decoder step at batch 1 and 8 (past 20 for the Transformer)."""
-    from export.tagging.onnx_export import _median_ms
 
     _, enc = sessions(encoder_path)
     _, dec = sessions(decoder_path)
-    out = {"encoder_ms_len30": _median_ms(enc, encoder_inputs(1, 30, model.cfg.src_vocab_size, 1))}
+    out = {"encoder_ms_len30": median_ms(enc, encoder_inputs(1, 30, model.cfg.src_vocab_size, 1))}
     for B in (1, 8):
-        out[f"step_ms_batch{B}"] = _median_ms(dec, decoder_inputs(model, B, 30, 20, seed=1))
+        out[f"step_ms_batch{B}"] = median_ms(dec, decoder_inputs(model, B, 30, 20, seed=1))
     return out
 
 
