@@ -15,13 +15,13 @@ Transformer k/v caches (layers, B, heads, past, head_dim)). ``position`` is the
 number of tokens each row has already fed (0 for <bos>).
 
 Everything per sequence lives on the batch axis, so rows can be dropped
-(a sentence finished: ``take_rows``), duplicated (beams) or, later, joined by
-a continuous-batching scheduler (concatenate states along the batch axis; the
-Transformer's caches of different lengths are left-padded with zeros, since a
-row's history is the last ``position`` slots). The per-step pieces such a
-scheduler reuses: ``log_softmax``, ``beam_candidates`` (one sentence's beam
-expansion), ``take_rows``, ``initial_state``; the loops below already let
-finished rows leave the running batch every step.
+(a sentence finished or was cancelled), duplicated (beams) or joined. One
+``Search`` per sentence (``GreedySearch``, ``BeamSearch``) decides from its
+rows' log-probabilities which rows continue with which tokens; a
+``RunningBatch`` runs one ``step`` for the rows of every sentence in it and
+lets sentences join and leave between any two steps. ``greedy`` and
+``beam_search`` run a fixed batch through it to the end; the server's
+scheduler feeds it continuously (iteration-level batching).
 
 Beam search: ``beam_size`` hypotheses per sentence; each step every live
 hypothesis proposes its continuations, the best 2 x beam are scanned in score
@@ -37,8 +37,9 @@ With ``beam_size=1`` beam search returns exactly the greedy tokens.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -85,54 +86,7 @@ def strip_eos(tokens: list[int], eos_id: int) -> list[int]:
     return tokens[:-1] if tokens and tokens[-1] == eos_id else tokens
 
 
-# ----------------------------------------------------------------------------- greedy
-
-
-def greedy(
-    encode: EncodeFn,
-    step: StepFn,
-    src: np.ndarray,
-    src_lengths: np.ndarray,
-    *,
-    bos_id: int,
-    eos_id: int,
-    max_len: np.ndarray | int | None = None,
-    batch_axes: dict[str, int] | None = None,
-) -> list[Translation]:
-    """Argmax decoding of a batch; finished rows leave the running batch."""
-    B = src.shape[0]
-    limits = default_max_len(src_lengths) if max_len is None else np.broadcast_to(np.asarray(max_len), (B,))
-    memory, state = encode(src, src_lengths)
-    rows = np.arange(B)  # running row -> sentence
-    lengths = np.asarray(src_lengths)
-    prev = np.full(B, bos_id, dtype=np.int64)
-    out: list[list[int]] = [[] for _ in range(B)]
-    logp_sum = np.zeros(B)
-    t = 0
-    while rows.size:
-        logits, state = step(prev, state, memory, lengths, np.full(rows.size, t, dtype=np.int64))
-        logp = log_softmax(logits)  # (b, V)
-        best = logp.argmax(-1)  # (b,): the lowest id among equal maxima
-        keep = []
-        for r, sent in enumerate(rows):
-            out[sent].append(int(best[r]))
-            logp_sum[sent] += logp[r, best[r]]
-            if best[r] != eos_id and len(out[sent]) < limits[sent]:
-                keep.append(r)
-        t += 1
-        if len(keep) < rows.size:  # rows leave; the rest keep their state
-            idx = np.asarray(keep, dtype=np.int64)
-            rows, prev = rows[idx], best[idx].astype(np.int64)
-            state = take_rows(state, idx, batch_axes)
-            memory, lengths = memory[idx], lengths[idx]
-        else:
-            prev = best.astype(np.int64)
-    return [
-        Translation([Hypothesis(toks, float(lp) / max(1, len(toks)), float(lp))]) for toks, lp in zip(out, logp_sum)
-    ]
-
-
-# ----------------------------------------------------------------------------- beam search
+# ----------------------------------------------------------------------------- one sentence's search
 
 
 def beam_candidates(scores: np.ndarray, logp: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -148,6 +102,309 @@ def beam_candidates(scores: np.ndarray, logp: np.ndarray, n: int) -> tuple[np.nd
     order = np.lexsort((top, -total[top]))[:n]  # by score desc, then flat index asc
     top = top[order]
     return top // V, top % V, total[top]
+
+
+
+_NONE = np.zeros(0, dtype=np.int64)
+
+
+class Search(Protocol):
+    """One sentence's decoding rule. It owns ``rows`` consecutive rows of the running batch."""
+
+    done: bool
+
+    @property
+    def max_rows(self) -> int:
+        """The most rows it will ever hold (what a scheduler must reserve for it)."""
+
+    def advance(self, logp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Log-probabilities (rows, V) of its rows -> the rows to continue: (parent row within
+        its own block, next token), both (rows',); empty once ``done``."""
+
+    def committed(self) -> list[int]:
+        """Tokens already certain to open the final best hypothesis (for streaming)."""
+
+    def result(self) -> Translation: ...
+
+
+class GreedySearch:
+    """Argmax, one row."""
+
+    max_rows = 1
+
+    def __init__(self, eos_id: int, limit: int) -> None:
+        self.eos_id, self.limit = eos_id, limit
+        self.tokens: list[int] = []
+        self.log_prob = 0.0
+        self.done = False
+
+    def advance(self, logp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        token = int(logp[0].argmax())  # the lowest id among equal maxima
+        self.tokens.append(token)
+        self.log_prob += float(logp[0, token])
+        self.done = token == self.eos_id or len(self.tokens) >= self.limit
+        if self.done:
+            return _NONE, _NONE
+        return np.zeros(1, dtype=np.int64), np.array([token], dtype=np.int64)
+
+    def committed(self) -> list[int]:
+        return strip_eos(self.tokens, self.eos_id)
+
+    def result(self) -> Translation:
+        lp = self.log_prob
+        return Translation([Hypothesis(list(self.tokens), lp / max(1, len(self.tokens)), lp)])
+
+
+class BeamSearch:
+    """Beam search for one sentence (see the module docstring for the rule)."""
+
+    def __init__(
+        self,
+        eos_id: int,
+        limit: int,
+        beam_size: int = 4,
+        n_best: int = 1,
+        length_penalty: float = 1.0,
+        early_stopping: bool = True,
+    ) -> None:
+        if not 1 <= n_best <= beam_size:
+            raise ValueError("need 1 <= n_best <= beam_size")
+        self.eos_id, self.limit, self.K, self.n_best = eos_id, limit, beam_size, n_best
+        self.length_penalty, self.early_stopping = length_penalty, early_stopping
+        self.beams: list[list[int]] = [[]]  # live hypotheses' tokens; one (<bos>) to start
+        self.scores = np.zeros(1)
+        self.finished: list[Hypothesis] = []
+        self.t = 0
+        self.done = False
+
+    @property
+    def max_rows(self) -> int:
+        return self.K
+
+    def _norm(self, log_prob: float, length: int) -> float:
+        return log_prob / (max(1, length) ** self.length_penalty)
+
+    def advance(self, logp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.t += 1
+        K = self.K
+        parents, tokens, totals = beam_candidates(self.scores, logp, 2 * K)
+        beams, scores, keep = [], [], []
+        for p, tok, sc in zip(parents.tolist(), tokens.tolist(), totals.tolist()):
+            toks = self.beams[p] + [tok]
+            if tok == self.eos_id:
+                self.finished.append(Hypothesis(toks, self._norm(sc, len(toks)), sc))
+            else:
+                beams.append(toks)
+                scores.append(sc)
+                keep.append(p)
+            if len(beams) == K:
+                break
+        self.finished.sort(key=lambda h: -h.score)
+        del self.finished[K:]
+        done = not beams or (
+            len(self.finished) >= K
+            and (self.early_stopping or max(self._norm(x, self.t) for x in scores) <= self.finished[-1].score)
+        )
+        if not done and self.t >= self.limit:  # out of room: live hypotheses finish as they are
+            self.finished += [Hypothesis(b, self._norm(x, len(b)), x) for b, x in zip(beams, scores)]
+            self.finished.sort(key=lambda h: -h.score)
+            done = True
+        self.done = done
+        if done:
+            return _NONE, _NONE
+        self.beams, self.scores = beams, np.asarray(scores)
+        return np.asarray(keep, dtype=np.int64), np.asarray([b[-1] for b in beams], dtype=np.int64)
+
+    def committed(self) -> list[int]:
+        # The final best is a kept finished hypothesis or extends a live one: their
+        # common prefix cannot change any more.
+        if self.done:
+            return strip_eos(self.result().tokens, self.eos_id)
+        seqs = self.beams + [h.tokens for h in self.finished]
+        n = min(len(s) for s in seqs)
+        for i in range(n):
+            if any(s[i] != seqs[0][i] for s in seqs):
+                n = i
+                break
+        return strip_eos(seqs[0][:n], self.eos_id)
+
+    def result(self) -> Translation:
+        return Translation(self.finished[: self.n_best])
+
+
+# ----------------------------------------------------------------------------- the running batch
+
+
+@dataclass
+class _Member:
+    key: Hashable
+    search: Search
+    rows: int  # its consecutive rows in the batch
+    position: int  # tokens each of its rows has fed (0 before <bos>)
+
+
+class RunningBatch:
+    """Sequences decoded together, one ``step`` call per iteration for all of them.
+
+    Sentences join (``add``, already encoded) and leave (finished, or ``remove``d)
+    between any two steps: continuous batching. A joining group's memory is
+    zero-padded to the batch's source length (rows attend only up to their own
+    ``src_lengths``); growing state (the Transformer's caches, ``grow_axes``) is
+    left-padded to the batch's past, since a row's history is its last
+    ``position`` slots. Both are trimmed again when the longest rows leave.
+    """
+
+    def __init__(
+        self,
+        step: StepFn,
+        *,
+        bos_id: int,
+        batch_axes: dict[str, int] | None = None,
+        grow_axes: dict[str, int] | None = None,
+    ) -> None:
+        self._step, self._bos = step, bos_id
+        self._batch_axes, self._grow_axes = batch_axes or {}, grow_axes or {}
+        self.members: list[_Member] = []
+        self._state: State = {}
+        self._memory = np.zeros((0, 1, 1), dtype=np.float32)  # (R, S, M)
+        self._lengths = _NONE  # (R,)
+        self._prev = _NONE  # (R,)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    @property
+    def rows(self) -> int:
+        return int(self._prev.size)
+
+    def add(
+        self, keys: Sequence[Hashable], searches: Sequence[Search], memory: np.ndarray, src_lengths: np.ndarray,
+        state: State,
+    ) -> None:
+        """Join encoded sentences (one row each: memory (n, S, M), src_lengths (n,), state rows)."""
+        n = len(searches)
+        if not self.members:
+            self._memory, self._lengths, self._state = memory, np.asarray(src_lengths), dict(state)
+            self._prev = np.full(n, self._bos, dtype=np.int64)
+        else:
+            S = max(self._memory.shape[1], memory.shape[1])
+            self._memory = np.concatenate([_pad_to(self._memory, 1, S), _pad_to(memory, 1, S)])
+            self._lengths = np.concatenate([self._lengths, src_lengths])
+            self._state = {name: self._join(name, value, state[name]) for name, value in self._state.items()}
+            self._prev = np.concatenate([self._prev, np.full(n, self._bos, dtype=np.int64)])
+        self.members += [_Member(k, s, 1, 0) for k, s in zip(keys, searches)]
+
+    def _join(self, name: str, old: np.ndarray, new: np.ndarray) -> np.ndarray:
+        grow = self._grow_axes.get(name)
+        if grow is not None:  # right-aligned history: pad the shorter on the left
+            past = max(old.shape[grow], new.shape[grow])
+            old, new = _pad_to(old, grow, past, left=True), _pad_to(new, grow, past, left=True)
+        return np.concatenate([old, new], axis=self._batch_axes.get(name, 1))
+
+    def step(self) -> list[_Member]:
+        """One decoder step for every row; returns the members that finished (and left)."""
+        positions = np.repeat([m.position for m in self.members], [m.rows for m in self.members])
+        logits, state = self._step(self._prev, self._state, self._memory, self._lengths, positions.astype(np.int64))
+        logp = log_softmax(logits)  # (R, V)
+        gather, prev, kept, finished = [], [], [], []
+        row = 0
+        for m in self.members:
+            parents, tokens = m.search.advance(logp[row : row + m.rows])
+            if m.search.done:
+                finished.append(m)
+            else:
+                gather.append(parents + row)
+                prev.append(tokens)
+                kept.append(m)
+            row += m.rows
+            m.rows, m.position = int(parents.size), m.position + 1
+        self._state = state
+        self._keep(kept, gather, prev)
+        return finished
+
+    def remove(self, keys: set[Hashable]) -> list[_Member]:
+        """Drop sentences now (cancelled, out of time); returns them."""
+        gone = [m for m in self.members if m.key in keys]
+        if gone:
+            row, gather, prev, kept = 0, [], [], []
+            for m in self.members:
+                if m.key not in keys:
+                    gather.append(np.arange(row, row + m.rows))
+                    prev.append(self._prev[row : row + m.rows])
+                    kept.append(m)
+                row += m.rows
+            self._keep(kept, gather, prev)
+        return gone
+
+    def _keep(self, kept: list[_Member], gather: list[np.ndarray], prev: list[np.ndarray]) -> None:
+        self.members = kept
+        if not kept:
+            self._state, self._prev, self._lengths = {}, _NONE, _NONE
+            self._memory = np.zeros((0, 1, 1), dtype=np.float32)
+            return
+        idx = np.concatenate(gather)
+        self._prev = np.concatenate(prev).astype(np.int64)
+        self._lengths = self._lengths[idx]
+        self._memory = self._memory[idx, : max(1, int(self._lengths.max()))]
+        state = take_rows(self._state, idx, self._batch_axes)
+        past = max(m.position for m in kept)
+        for name, axis in self._grow_axes.items():
+            size = state[name].shape[axis] if name in state else 0
+            if size > past:  # slots no row reads any more
+                state[name] = np.take(state[name], np.arange(size - past, size), axis=axis)
+        self._state = state
+
+
+def _pad_to(x: np.ndarray, axis: int, n: int, left: bool = False) -> np.ndarray:
+    """Zero-pad ``axis`` to length ``n`` (at the start if ``left``)."""
+    if x.shape[axis] >= n:
+        return x
+    width = [(0, 0)] * x.ndim
+    width[axis] = (n - x.shape[axis], 0) if left else (0, n - x.shape[axis])
+    return np.pad(x, width)
+
+
+# ----------------------------------------------------------------------------- whole batches
+
+
+def _limits(src_lengths: np.ndarray, max_len: np.ndarray | int | None) -> np.ndarray:
+    B = np.asarray(src_lengths).shape[0]
+    return default_max_len(src_lengths) if max_len is None else np.broadcast_to(np.asarray(max_len), (B,))
+
+
+def decode(
+    encode: EncodeFn,
+    step: StepFn,
+    src: np.ndarray,
+    src_lengths: np.ndarray,
+    searches: Sequence[Search],
+    *,
+    bos_id: int,
+    batch_axes: dict[str, int] | None = None,
+) -> list[Translation]:
+    """Run one search per sentence of a batch to the end; finished rows leave every step."""
+    memory, state = encode(src, src_lengths)
+    batch = RunningBatch(step, bos_id=bos_id, batch_axes=batch_axes)
+    batch.add(range(len(searches)), searches, memory, np.asarray(src_lengths), state)
+    while batch:
+        batch.step()
+    return [s.result() for s in searches]
+
+
+def greedy(
+    encode: EncodeFn,
+    step: StepFn,
+    src: np.ndarray,
+    src_lengths: np.ndarray,
+    *,
+    bos_id: int,
+    eos_id: int,
+    max_len: np.ndarray | int | None = None,
+    batch_axes: dict[str, int] | None = None,
+) -> list[Translation]:
+    """Argmax decoding of a batch."""
+    searches = [GreedySearch(eos_id, int(n)) for n in _limits(src_lengths, max_len)]
+    return decode(encode, step, src, src_lengths, searches, bos_id=bos_id, batch_axes=batch_axes)
 
 
 def beam_search(
@@ -166,71 +423,11 @@ def beam_search(
     batch_axes: dict[str, int] | None = None,
 ) -> list[Translation]:
     """Beam search for a batch of sentences; returns ``n_best`` hypotheses each, best first."""
-    if not 1 <= n_best <= beam_size:
-        raise ValueError("need 1 <= n_best <= beam_size")
-    B, K = src.shape[0], beam_size
-    limits = default_max_len(src_lengths) if max_len is None else np.broadcast_to(np.asarray(max_len), (B,))
-    memory, state = encode(src, src_lengths)
-
-    def norm(log_prob: float, length: int) -> float:
-        return log_prob / (max(1, length) ** length_penalty)
-
-    # Every sentence starts with one live beam (<bos>); rows are (sentence, beam) pairs, sentence-major.
-    sents = list(range(B))  # running sentences
-    beams: list[list[list[int]]] = [[[]] for _ in range(B)]  # per sentence: live hypotheses' tokens
-    scores: list[np.ndarray] = [np.zeros(1) for _ in range(B)]
-    finished: list[list[Hypothesis]] = [[] for _ in range(B)]
-    lengths = np.asarray(src_lengths)
-    row_memory, row_lengths = memory, lengths
-    prev = np.full(B, bos_id, dtype=np.int64)
-    t = 0
-    while sents:
-        logits, state = step(prev, state, row_memory, row_lengths, np.full(prev.size, t, dtype=np.int64))
-        logp = log_softmax(logits)  # (rows, V)
-        t += 1
-        gather: list[int] = []  # next rows: which current row each continues
-        next_prev: list[int] = []
-        still: list[int] = []
-        row = 0
-        for s in sents:
-            k = len(beams[s])
-            parent, token, total = beam_candidates(scores[s], logp[row : row + k], 2 * K)
-            new_beams, new_scores = [], []
-            for p, tok, sc in zip(parent.tolist(), token.tolist(), total.tolist()):
-                toks = beams[s][p] + [tok]
-                if tok == eos_id:
-                    finished[s].append(Hypothesis(toks, norm(sc, len(toks)), sc))
-                else:
-                    new_beams.append(toks)
-                    new_scores.append(sc)
-                    gather.append(row + p)
-                if len(new_beams) == K:
-                    break
-            finished[s].sort(key=lambda h: -h.score)
-            finished[s] = finished[s][:K]
-            done = not new_beams or (
-                len(finished[s]) >= K
-                and (early_stopping or max(norm(x, t) for x in new_scores) <= finished[s][-1].score)
-            )
-            if not done and t >= limits[s]:  # out of room: live hypotheses finish as they are
-                finished[s] += [Hypothesis(b, norm(x, len(b)), x) for b, x in zip(new_beams, new_scores)]
-                finished[s].sort(key=lambda h: -h.score)
-                done = True
-            if done:
-                del gather[len(gather) - len(new_beams) :]  # its rows leave the batch
-            else:
-                beams[s], scores[s] = new_beams, np.asarray(new_scores)
-                next_prev += [b[-1] for b in new_beams]
-                still.append(s)
-            row += k
-        sents = still
-        if not sents:
-            break
-        idx = np.asarray(gather, dtype=np.int64)
-        state = take_rows(state, idx, batch_axes)
-        row_memory, row_lengths = row_memory[idx], row_lengths[idx]
-        prev = np.asarray(next_prev, dtype=np.int64)
-    return [Translation(f[:n_best]) for f in finished]
+    searches = [
+        BeamSearch(eos_id, int(n), beam_size, n_best, length_penalty, early_stopping)
+        for n in _limits(src_lengths, max_len)
+    ]
+    return decode(encode, step, src, src_lengths, searches, bos_id=bos_id, batch_axes=batch_axes)
 
 
 # ----------------------------------------------------------------------------- graphs from a manifest
@@ -239,6 +436,11 @@ def beam_search(
 def state_batch_axes(contract: dict) -> dict[str, int]:
     """name -> batch axis, from the manifest's ``streaming["state"]`` specs."""
     return {s["name"]: int(s["batch_axis"]) for s in contract["state"]}
+
+
+def state_grow_axes(contract: dict) -> dict[str, int]:
+    """name -> the axis that grows by one each step (the Transformer's caches), from the manifest."""
+    return {s["name"]: int(s["grow_axis"]) for s in contract["state"] if s.get("grow_axis") is not None}
 
 
 def initial_state(specs: list[dict], batch: int, encoder_outputs: dict[str, np.ndarray]) -> State:

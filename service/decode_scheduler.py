@@ -1,0 +1,300 @@
+"""Continuous batching for autoregressive decoding: one running batch per model, in its own thread.
+
+Requests arrive tokenized, each with its search rule (greedy or beam) and wait
+in a bounded queue. Between any two decoder steps the thread admits waiting
+requests while the running batch has rows to spare, encodes them together in
+one encoder run, and then steps every sequence in the batch at once
+(``seqserve.decoding.RunningBatch``): a sentence leaves the moment it is done,
+and the next one takes its rows at the following step, instead of a batch
+waiting for its longest member. ``mode="request"`` admits only into an empty
+batch (request-level batching), for comparison.
+
+A cancelled or expired request leaves before the next step, so its rows cost
+nothing more; a failing step or encoder run fails exactly the requests that
+were in it, and the thread goes on. Each request's events (its output tokens
+as they become certain, then the result or an error) reach its coroutine on
+the event loop through an asyncio queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+
+from seqserve.decoding import EncodeFn, RunningBatch, Search, StepFn, Translation
+from service.errors import InferenceError, ResourceExhausted, SeqserveError, Status, Unavailable
+
+log = logging.getLogger(__name__)
+
+
+class DeadlinePassed(SeqserveError):
+    status = Status.DEADLINE_EXCEEDED
+
+
+class DecodeObserver(Protocol):
+    """Where the scheduler reports what it spends (the model-level metrics)."""
+
+    def on_encode(self, size: int, queue_waits: list[float], seconds: float) -> None: ...
+
+    def on_step(self, rows: int, seconds: float) -> None: ...
+
+    def on_error(self, size: int, error: BaseException) -> None: ...
+
+    def on_first_token(self, seconds: float) -> None: ...
+
+    def on_end(self, job: "DecodeJob", reason: str) -> None: ...
+
+    def on_running(self, sequences: int) -> None: ...
+
+
+@dataclass
+class _Event:
+    tokens: list[int] | None = None  # newly certain output tokens
+    result: Translation | None = None
+    error: BaseException | None = None
+
+
+class DecodeJob:
+    """One request in the scheduler: read ``events()``; ``cancel()`` stops it at the next step."""
+
+    def __init__(self, src: list[int], search: Search, deadline: float | None, loop: asyncio.AbstractEventLoop):
+        self.src, self.search, self.deadline = src, search, deadline
+        self.submitted = time.perf_counter()
+        self.first_token_at: float | None = None
+        self.finished_at: float | None = None
+        self.output_tokens = 0
+        self.cancelled = False  # set on the event loop, read by the decode thread
+        self._sent = 0  # certain tokens already delivered
+        self._loop = loop
+        self._queue: asyncio.Queue[_Event] = asyncio.Queue()
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    async def events(self) -> AsyncIterator[list[int] | Translation]:
+        """New certain tokens (lists), then the ``Translation``; raises the request's error."""
+        while True:
+            event = await self._queue.get()
+            if event.error is not None:
+                raise event.error
+            if event.result is not None:
+                yield event.result
+                return
+            yield event.tokens or []
+
+    def _post(self, event: _Event) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+        except RuntimeError:  # the event loop is gone (shutdown): nobody is waiting
+            pass
+
+    def _deliver_progress(self) -> None:
+        certain = self.search.committed()
+        if len(certain) > self._sent:
+            if self.first_token_at is None:
+                self.first_token_at = time.perf_counter()
+            self._post(_Event(tokens=certain[self._sent :]))
+            self._sent = len(certain)
+
+
+class DecodeScheduler:
+    """The decode loop of one model version. ``submit`` from the event loop; the rest runs in a thread."""
+
+    def __init__(
+        self,
+        encode: EncodeFn,
+        step: StepFn,
+        *,
+        bos_id: int,
+        pad_id: int,
+        batch_axes: dict[str, int],
+        grow_axes: dict[str, int],
+        max_rows: int,
+        max_queue: int,
+        max_encode_batch: int,
+        mode: Literal["continuous", "request"] = "continuous",
+        observer: DecodeObserver | None = None,
+        name: str = "decoder",
+    ) -> None:
+        self._encode, self._step = encode, self._timed_step(step)
+        self._bos, self._pad = bos_id, pad_id
+        self._batch_axes, self._grow_axes = batch_axes, grow_axes
+        self._max_rows, self._max_queue, self._max_encode = max_rows, max_queue, max_encode_batch
+        self._mode, self._observer, self._name = mode, observer, name
+        self._pending: collections.deque[DecodeJob] = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._batch = self._new_batch()
+        self._jobs: dict[int, DecodeJob] = {}  # running, by id()
+        self._thread = threading.Thread(target=self._run, name=f"decode {name}", daemon=True)
+        self._thread.start()
+
+    # -- the event loop side
+
+    def submit(self, src: list[int], search: Search, deadline: float | None = None) -> DecodeJob:
+        job = DecodeJob(src, search, deadline, asyncio.get_running_loop())
+        with self._cond:
+            if self._closed:
+                raise Unavailable(f"{self._name} is shutting down")
+            if len(self._pending) >= self._max_queue:
+                raise ResourceExhausted(
+                    f"{self._name}: {len(self._pending)} translations already waiting (the limit); retry later"
+                )
+            self._pending.append(job)
+            self._cond.notify()
+        return job
+
+    def close(self) -> None:
+        """Stop the thread; every waiting and running request fails with UNAVAILABLE."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
+
+    # -- the decode thread
+
+    def _new_batch(self) -> RunningBatch:
+        return RunningBatch(self._step, bos_id=self._bos, batch_axes=self._batch_axes, grow_axes=self._grow_axes)
+
+    def _timed_step(self, step: StepFn) -> StepFn:
+        def timed(prev, state, memory, src_lengths, position):  # numpy in, numpy out
+            start = time.perf_counter()
+            out = step(prev, state, memory, src_lengths, position)
+            if self._observer:
+                self._observer.on_step(int(prev.size), time.perf_counter() - start)
+            return out
+
+        return timed
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and not self._pending and not self._batch:
+                    self._cond.wait()
+                if self._closed:
+                    break
+                group = self._admit()
+            try:
+                self._drop_gone()
+                if group:
+                    self._start(group)
+                if self._batch:
+                    self._advance()
+            except Exception:  # a bug here must not silently stop every future request
+                log.exception("%s: decode loop error", self._name)
+                self._fail_running(InferenceError(f"{self._name}: internal decoding error"))
+            if self._observer:
+                self._observer.on_running(len(self._jobs))
+        shutting = Unavailable(f"{self._name} is shutting down")
+        with self._cond:
+            pending, self._pending = list(self._pending), collections.deque()
+        for job in pending:
+            self._end(job, "shutdown", error=shutting)
+        self._fail_running(shutting, reason="shutdown")
+
+    def _reserved(self) -> int:
+        return sum(job.search.max_rows for job in self._jobs.values())
+
+    def _admit(self) -> list[DecodeJob]:
+        """Waiting requests that fit now (caller holds the lock)."""
+        if self._mode == "request" and self._batch:
+            return []
+        room = self._max_rows - self._reserved()
+        group: list[DecodeJob] = []
+        while self._pending and len(group) < self._max_encode:
+            job = self._pending[0]
+            if job.search.max_rows > room and (group or self._jobs):
+                break
+            self._pending.popleft()
+            room -= job.search.max_rows
+            group.append(job)
+        return group
+
+    def _gone(self, job: DecodeJob, now: float) -> str:
+        if job.cancelled:
+            return "cancelled"
+        if job.deadline is not None and now >= job.deadline:
+            return "deadline"
+        return ""
+
+    def _drop_gone(self) -> None:
+        now = time.monotonic()
+        gone = {key: why for key, job in self._jobs.items() if (why := self._gone(job, now))}
+        if gone:
+            self._batch.remove(set(gone))
+            for key, why in gone.items():
+                self._end(self._jobs.pop(key), why)
+
+    def _start(self, group: list[DecodeJob]) -> None:
+        now = time.monotonic()
+        live = []
+        for job in group:
+            why = self._gone(job, now)
+            if why:
+                self._end(job, why)
+            else:
+                live.append(job)
+        if not live:
+            return
+        src = np.full((len(live), max(len(j.src) for j in live)), self._pad, dtype=np.int64)  # (n, S)
+        for i, job in enumerate(live):
+            src[i, : len(job.src)] = job.src
+        lengths = np.array([len(j.src) for j in live], dtype=np.int64)  # (n,)
+        start = time.perf_counter()
+        try:
+            memory, state = self._encode(src, lengths)  # (n, S, M), initial state rows
+        except Exception as exc:
+            if self._observer:
+                self._observer.on_error(len(live), exc)
+            for job in live:
+                self._end(job, "error", error=InferenceError(f"{self._name}: encoder failed: {exc}"))
+            return
+        if self._observer:
+            self._observer.on_encode(len(live), [start - j.submitted for j in live], time.perf_counter() - start)
+        keys = [id(job) for job in live]
+        self._batch.add(keys, [j.search for j in live], memory, lengths, state)
+        self._jobs.update(zip(keys, live))
+
+    def _advance(self) -> None:
+        try:
+            finished = self._batch.step()
+        except Exception as exc:
+            if self._observer:
+                self._observer.on_error(self._batch.rows, exc)
+            self._fail_running(InferenceError(f"{self._name}: decoder step failed: {exc}"))
+            return
+        for member in finished:
+            job = self._jobs.pop(member.key)
+            job._deliver_progress()
+            result = job.search.result()
+            job.output_tokens = len(result.tokens)
+            self._end(job, "completed", result=result)
+        for job in self._jobs.values():
+            job._deliver_progress()
+
+    def _fail_running(self, error: BaseException, reason: str = "error") -> None:
+        jobs, self._jobs, self._batch = list(self._jobs.values()), {}, self._new_batch()
+        for job in jobs:
+            self._end(job, reason, error=error)
+
+    def _end(
+        self, job: DecodeJob, reason: str, *, result: Translation | None = None, error: BaseException | None = None
+    ) -> None:
+        job.finished_at = time.perf_counter()
+        if error is None and result is None:
+            error = DeadlinePassed(f"{self._name}: the deadline passed") if reason == "deadline" else None
+        if error is not None or result is not None:
+            job._post(_Event(result=result, error=error))
+        if self._observer:
+            if job.first_token_at is not None:
+                self._observer.on_first_token(job.first_token_at - job.submitted)
+            self._observer.on_end(job, reason)
+

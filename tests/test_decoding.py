@@ -1,0 +1,115 @@
+"""The numpy decoding loop: sentences joining and leaving a running batch change nothing.
+
+A toy decoder with a Transformer-like cache stands in for the graphs (see
+tests/toy_decoders.py): a wrongly aligned or padded cache changes its tokens.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from seqserve import decoding
+from seqserve.decoding import BeamSearch, GreedySearch, RunningBatch
+from tests.toy_decoders import BOS, EOS, V, CacheLM
+
+
+def sources(rng: np.random.Generator, n: int) -> list[list[int]]:
+    return [list(rng.integers(4, V, size=int(rng.integers(1, 7)))) for _ in range(n)]
+
+
+def encode_one(lm: CacheLM, ids: list[int]) -> tuple[np.ndarray, np.ndarray, decoding.State]:
+    src = np.array([ids], np.int64)
+    lengths = np.array([len(ids)], np.int64)
+    memory, state = lm.encode(src, lengths)
+    return memory, lengths, state
+
+
+def make_search(kind: str, limit: int) -> decoding.Search:
+    return GreedySearch(EOS, limit) if kind == "greedy" else BeamSearch(EOS, limit, beam_size=3, n_best=2)
+
+
+def alone(lm: CacheLM, ids: list[int], kind: str, limit: int) -> list[list[int]]:
+    search = make_search(kind, limit)
+    batch = RunningBatch(lm.step, bos_id=BOS, grow_axes={"k": 2})
+    batch.add([0], [search], *encode_one(lm, ids))
+    while batch:
+        batch.step()
+    return [h.tokens for h in search.result().hypotheses]
+
+
+@pytest.mark.parametrize("kind", ["greedy", "beam"])
+@pytest.mark.parametrize("seed", range(6))
+def test_joining_at_any_step_equals_decoding_alone(kind: str, seed: int) -> None:
+    lm, rng = CacheLM(seed), np.random.default_rng(seed)
+    srcs = sources(rng, 6)
+    limits = [int(x) for x in rng.integers(2, 12, size=6)]
+    joins = sorted(int(x) for x in rng.integers(0, 8, size=6))  # the step before which each joins
+    searches = [make_search(kind, n) for n in limits]
+    batch = RunningBatch(lm.step, bos_id=BOS, grow_axes={"k": 2})
+    step = 0
+    while step <= max(joins) or batch:
+        for i, at in enumerate(joins):
+            if at == step:
+                batch.add([i], [searches[i]], *encode_one(lm, srcs[i]))
+        if batch:
+            batch.step()
+        step += 1
+    for i, s in enumerate(searches):
+        assert [h.tokens for h in s.result().hypotheses] == alone(lm, srcs[i], kind, limits[i])
+
+
+def test_removed_sentences_leave_and_the_rest_is_unchanged() -> None:
+    lm, rng = CacheLM(7), np.random.default_rng(7)
+    srcs = sources(rng, 4)
+    searches = [make_search("beam", 20) for _ in srcs]
+    batch = RunningBatch(lm.step, bos_id=BOS, grow_axes={"k": 2})
+    for i, ids in enumerate(srcs):
+        batch.add([i], [searches[i]], *encode_one(lm, ids))
+    batch.step()
+    batch.step()
+    rows_before = batch.rows
+    gone = batch.remove({1, 3})
+    assert {m.key for m in gone} == {1, 3}
+    assert batch.rows == rows_before - sum(m.rows for m in gone)
+    while batch:
+        batch.step()
+    for i in (0, 2):
+        assert [h.tokens for h in searches[i].result().hypotheses] == alone(lm, srcs[i], "beam", 20)
+    assert batch.rows == 0
+
+
+@pytest.mark.parametrize("kind", ["greedy", "beam"])
+def test_committed_tokens_only_grow_and_open_the_final_answer(kind: str) -> None:
+    lm = CacheLM(3)
+    for seed in range(10):
+        ids = sources(np.random.default_rng(seed), 1)[0]
+        search = make_search(kind, 15)
+        batch = RunningBatch(lm.step, bos_id=BOS, grow_axes={"k": 2})
+        batch.add([0], [search], *encode_one(lm, ids))
+        seen: list[list[int]] = [[]]
+        while batch:
+            batch.step()
+            now = search.committed()
+            assert now[: len(seen[-1])] == seen[-1]
+            seen.append(now)
+        assert seen[-1] == decoding.strip_eos(search.result().tokens, EOS)
+
+
+def test_the_cache_is_trimmed_when_the_longest_row_leaves() -> None:
+    lm = CacheLM(1)
+    lm.table[:, EOS] = -1e9  # rows run until removed
+    batch = RunningBatch(lm.step, bos_id=BOS, grow_axes={"k": 2})
+    batch.add([0], [GreedySearch(EOS, 10_000)], *encode_one(lm, [5, 6]))
+    for _ in range(6):
+        batch.step()
+    batch.add([1], [GreedySearch(EOS, 10_000)], *encode_one(lm, [7]))
+    batch.step()
+    assert batch._state["k"].shape[2] == 7  # the first row's 7 slots; the new row left-padded
+    batch.remove({0})
+    assert batch._state["k"].shape[2] == 1
+
+
+def test_beam_search_needs_n_best_within_the_beam() -> None:
+    with pytest.raises(ValueError):
+        BeamSearch(EOS, 10, beam_size=2, n_best=3)

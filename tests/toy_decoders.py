@@ -1,0 +1,41 @@
+"""A toy encoder-decoder in numpy for tests of the decoding loop and its scheduler.
+
+Its cache grows by a slot per step (like the Transformer's, right-aligned) and
+its logits read the row's whole history and its own source, so a wrongly
+aligned, padded or mixed-up row changes the tokens.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from seqserve import decoding
+
+BOS, EOS, V = 2, 3, 11
+
+
+class CacheLM:
+    """Logits from the previous token, the sum of the row's history (its last
+    ``position`` cache slots, right-aligned) and its own memory rows."""
+
+    def __init__(self, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.table = rng.normal(size=(V, V)).astype(np.float32) * 2  # (V, V)
+        self.mix = rng.normal(size=(4, V)).astype(np.float32)  # (4, V)
+
+    def encode(self, src: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, decoding.State]:
+        memory = np.zeros((*src.shape, 4), np.float32)  # (B, S, 4), zero past each length
+        for b, n in enumerate(lengths):
+            memory[b, :n] = src[b, :n, None] * np.array([0.1, -0.2, 0.05, 0.3], np.float32)
+        return memory, {"k": np.zeros((1, src.shape[0], 0, 4), np.float32)}  # (L, B, past, 4)
+
+    def step(self, prev, state, memory, lengths, position):
+        k = state["k"]  # (1, B, past, 4)
+        past = k.shape[2]
+        valid = np.arange(past)[None, :] >= past - position[:, None]  # (B, past): the row's own slots
+        history = (k[0] * valid[:, :, None]).sum(axis=1)  # (B, 4)
+        mask = np.arange(memory.shape[1])[None, :] < lengths[:, None]  # (B, S)
+        context = (memory * mask[:, :, None]).sum(axis=1)  # (B, 4)
+        logits = self.table[prev] + (history * 0.3 + context) @ self.mix  # (B, V)
+        slot = np.eye(4, dtype=np.float32)[prev % 4][None, :, None, :]  # (1, B, 1, 4)
+        return logits, {"k": np.concatenate([k, slot], axis=2)}
