@@ -32,7 +32,7 @@ data: setup
 	bash scripts/ensure-clients.sh
 	$(BIN)/seqserve data fetch
 
-TASKS ?= sentiment tagging
+TASKS ?= sentiment tagging translation
 models: data
 	for task in $(TASKS); do \
 	  $(BIN)/seqserve train --task $$task --profile $(PROFILE) && \

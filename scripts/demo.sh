@@ -26,4 +26,12 @@ printf 'The jury said it did find that many of Atlanta\x27s practices were handl
   | "$BIN/seqserve" tag --stream --arch lstm --target "$TARGET"
 printf 'The jury said it.\n' | "$BIN/seqserve" tag --stream --arch bilstm --target "$TARGET"
 echo
+echo "== translation (quick models: a smoke test of the machinery, not of quality; see README)"
+"$BIN/seqserve" translate "In the beginning God created the heavens and the earth." --arch transformer --beam 4 \
+  --target "$TARGET"
+echo "== streamed as it is decoded"
+"$BIN/seqserve" translate "In the beginning God created the heavens and the earth." --arch gru --beam 1 --stream \
+  --target "$TARGET"
+"$BIN/seqserve" translate "Jesus wept." --all-archs --beam 4 --target "$TARGET"
+echo
 echo "== the server works; run it in the foreground with: make serve"

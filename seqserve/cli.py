@@ -12,7 +12,7 @@ import sys
 
 import grpc
 
-from seqserve import tag_cli
+from seqserve import tag_cli, translate_cli
 from seqserve.client import DEFAULT_TARGET, Client
 
 _DELEGATED = {
@@ -64,12 +64,12 @@ def _classify(args: argparse.Namespace) -> int:
 def _models(args: argparse.Namespace) -> int:
     with Client(args.target, timeout=args.timeout) as client:
         rows = client.list_models(args.task)
-    print(f"{'task':<12}{'arch':<13}{'ver':>4}  {'ready':<6}{'default':<8}{'test acc':>9}{'params':>10}  profile")
+    print(f"{'task':<12}{'arch':<13}{'ver':>4}  {'ready':<6}{'default':<8}{'test':>10}{'params':>10}  profile")
     for m in rows:
-        acc = m.quality.get("test_accuracy")
-        acc_s = f"{acc:.3f}" if acc is not None else "-"
+        acc, bleu = m.quality.get("test_accuracy"), m.quality.get("test_bleu_beam")
+        quality = f"{acc:.3f}" if acc is not None else f"BLEU {bleu:.1f}" if bleu is not None else "-"
         print(f"{m.task:<12}{m.arch:<13}{m.version:>4}  {str(m.ready):<6}{str(m.is_default):<8}"
-              f"{acc_s:>9}{m.parameters:>10}  {m.profile}{'  ' + m.error if m.error else ''}")
+              f"{quality:>10}{m.parameters:>10}  {m.profile}{'  ' + m.error if m.error else ''}")
     return 0
 
 
@@ -102,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
 
     t = tag_cli.add_parser(sub)
     client_options(t)
+    tr = translate_cli.add_parser(sub)
+    client_options(tr)
 
     m = sub.add_parser("models", help="list the server's models")
     m.add_argument("--task", default="")
@@ -116,7 +118,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return importlib.import_module(_delegate_to(argv[0], argv[1:])).main(argv[1:])
     args = _parser().parse_args(argv)
-    handler = {"classify": _classify, "tag": tag_cli.run, "models": _models, "serve": _serve}[args.command]
+    handlers = {
+        "classify": _classify, "tag": tag_cli.run, "translate": translate_cli.run, "models": _models, "serve": _serve,
+    }
+    handler = handlers[args.command]
     try:
         return handler(args)
     except grpc.RpcError as err:

@@ -17,6 +17,8 @@ from seqserve.v1 import (
     sentiment_pb2_grpc,
     tagging_pb2,
     tagging_pb2_grpc,
+    translation_pb2,
+    translation_pb2_grpc,
 )
 
 DEFAULT_TARGET = "localhost:50051"
@@ -60,6 +62,31 @@ class StreamInfo:
     lookahead: int  # else: tokens that must follow a token before it is tagged
 
 
+@dataclass(frozen=True)
+class Hypothesis:
+    text: str
+    score: float  # what beam search ranks by: log-probability / length ** length_penalty
+    log_prob: float
+    length: int  # subword pieces
+    truncated: bool  # cut by max_length
+
+
+@dataclass(frozen=True)
+class TranslationResult:
+    hypotheses: list[Hypothesis]  # best first
+    model: str  # "task/arch/version"
+    source_length: int  # subword pieces
+
+    @property
+    def text(self) -> str:
+        return self.hypotheses[0].text
+
+
+def _translation(r: translation_pb2.TranslateResponse) -> TranslationResult:
+    hyps = [Hypothesis(h.text, h.score, h.log_prob, h.length, h.truncated) for h in r.hypotheses]
+    return TranslationResult(hyps, _model_name(r.model), r.source_length)
+
+
 def _tokens(s: tagging_pb2.TaggedSentence) -> list[TaggedToken]:
     return [TaggedToken(t.index, t.token, t.tag, t.probability) for t in s.tokens]
 
@@ -81,6 +108,7 @@ class Client:
         self._sentiment = sentiment_pb2_grpc.SentimentStub(self._channel)
         self._models = models_pb2_grpc.ModelsStub(self._channel)
         self._tagging = tagging_pb2_grpc.TaggingStub(self._channel)
+        self._translation = translation_pb2_grpc.TranslationStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     def __enter__(self) -> "Client":
@@ -158,6 +186,32 @@ class Client:
                 )
             else:
                 yield _tokens(reply.tags)
+
+    def translate(
+        self, text: str, arch: str = "", version: int = 0, *, beam_size: int = 0, max_length: int = 0,
+        n_best: int = 0,
+    ) -> TranslationResult:
+        """Translate English text to Spanish; 0 leaves an option to the server (beam 4, n_best 1)."""
+        request = self._translate_request(text, arch, version, beam_size, max_length, n_best)
+        return _translation(self._translation.Translate(request, timeout=self._timeout))
+
+    def translate_stream(
+        self, text: str, arch: str = "", version: int = 0, *, beam_size: int = 0, max_length: int = 0,
+        n_best: int = 0,
+    ) -> Iterator[str | TranslationResult]:
+        """Pieces of the best translation's text as they are decoded, then the whole result."""
+        request = self._translate_request(text, arch, version, beam_size, max_length, n_best)
+        for reply in self._translation.TranslateStream(request, timeout=self._timeout):
+            yield _translation(reply.result) if reply.HasField("result") else reply.text
+
+    @staticmethod
+    def _translate_request(
+        text: str, arch: str, version: int, beam_size: int, max_length: int, n_best: int
+    ) -> translation_pb2.TranslateRequest:
+        return translation_pb2.TranslateRequest(
+            text=text, model=common_pb2.ModelSelector(arch=arch, version=version), beam_size=beam_size,
+            max_length=max_length, n_best=n_best,
+        )
 
     def list_models(self, task: str = "") -> list[ModelSummary]:
         reply = self._models.ListModels(models_pb2.ListModelsRequest(task=task), timeout=self._timeout)

@@ -21,11 +21,14 @@ from seqserve.v1 import (
     sentiment_pb2_grpc,
     tagging_pb2,
     tagging_pb2_grpc,
+    translation_pb2,
+    translation_pb2_grpc,
 )
 from service import repository
 from service.grpc_api.interceptors import ErrorInterceptor, MetricsInterceptor
 from service.grpc_api.servicers import InferenceServicer, ModelsServicer, SentimentServicer
 from service.grpc_api.tagging_servicer import TaggingServicer
+from service.grpc_api.translation_servicer import TranslationServicer
 from service.metrics import Metrics
 from service.runtime import Runtime
 from service.settings import Settings
@@ -33,12 +36,14 @@ from service.tasks.base import ModelStore, ServingState
 from service.tasks.open_inference import OpenInference, SentimentTensors
 from service.tasks.sentiment import SentimentModel, SentimentTask
 from service.tasks.tagging import TaggingModel, TaggingTask
+from service.tasks.translation import TranslationModel, TranslationTask
 
 log = logging.getLogger("seqserve")
 
 SERVICE_NAMES = {
     "sentiment": sentiment_pb2.DESCRIPTOR.services_by_name["Sentiment"].full_name,
     "tagging": tagging_pb2.DESCRIPTOR.services_by_name["Tagging"].full_name,
+    "translation": translation_pb2.DESCRIPTOR.services_by_name["Translation"].full_name,
 }
 MODELS_SERVICE = models_pb2.DESCRIPTOR.services_by_name["Models"].full_name
 KSERVE_SERVICE = grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -117,6 +122,7 @@ async def build(settings: Settings, registry: CollectorRegistry) -> App:
     factories = {
         "sentiment": lambda entry: SentimentModel(entry, runtime, settings, metrics, executor),
         "tagging": lambda entry: TaggingModel(entry, runtime, settings, metrics, executor),
+        "translation": lambda entry: TranslationModel(entry, runtime, settings, metrics),
     }
     store = ModelStore({task: factories[task] for task in settings.tasks}, settings.default_arch)
     state = ServingState()
@@ -133,6 +139,9 @@ async def build(settings: Settings, registry: CollectorRegistry) -> App:
     )
     sentiment_pb2_grpc.add_SentimentServicer_to_server(SentimentServicer(sentiment), server)
     tagging_pb2_grpc.add_TaggingServicer_to_server(TaggingServicer(TaggingTask(store, settings, metrics)), server)
+    translation_pb2_grpc.add_TranslationServicer_to_server(
+        TranslationServicer(TranslationTask(store, settings)), server
+    )
     models_pb2_grpc.add_ModelsServicer_to_server(ModelsServicer(store), server)
     protocol = OpenInference(store, state, {"sentiment": SentimentTensors(sentiment)})
     grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(protocol), server)

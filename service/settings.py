@@ -24,11 +24,12 @@ class Settings(BaseSettings):
     """Port of the Prometheus ``/metrics`` HTTP endpoint; 0 disables it."""
     model_repository: Path = Path("models")
     """Root of the model repository: ``<task>/<arch>/<version>/manifest.json``."""
-    tasks: list[str] = ["sentiment", "tagging"]
+    tasks: list[str] = ["sentiment", "tagging", "translation"]
     """Tasks whose models are loaded (JSON list in the environment)."""
     default_arch: dict[str, str] = {}
     """Default architecture per task, e.g. ``{"sentiment": "lstm"}``; a task not
-    named here defaults to its loaded model with the best test accuracy."""
+    named here defaults to its loaded model with the best test accuracy (BLEU for
+    translation)."""
 
     execution_provider: Literal["auto", "cpu", "cuda"] = "auto"
     """``auto`` uses CUDA when onnxruntime-gpu finds a usable GPU, else the CPU."""
@@ -74,6 +75,20 @@ class Settings(BaseSettings):
     lookahead_window: int = Field(64, ge=1)
     """Tokens of left context a lookahead (bidirectional/attention) stream re-encodes
     with each new token: bounds the work per token in a long stream."""
+
+    default_beam_size: int = Field(4, ge=1)
+    """Translation beam width when a request leaves it at 0 (1 is greedy decoding)."""
+    max_beam_size: int = Field(16, ge=1)
+    """Widest beam a translation request may ask for (INVALID_ARGUMENT beyond)."""
+    max_output_tokens: int = Field(512, ge=1)
+    """Longest translation, in subword pieces: the cap on a request's max_length and
+    on the default limit (1.5 x the source's pieces + 10)."""
+    max_decode_rows: int = Field(256, ge=1)
+    """Rows (one per beam hypothesis) one translation model decodes together; requests
+    beyond wait in its queue (SEQSERVE_MAX_QUEUE, then RESOURCE_EXHAUSTED)."""
+    decode_batching: Literal["continuous", "request"] = "continuous"
+    """``continuous``: translations join and leave the running decode batch at every
+    step; ``request``: a batch runs until its longest member ends (for comparison)."""
 
     grace_period_s: float = Field(10.0, ge=0)
     """On SIGTERM/SIGINT, how long in-flight requests get to finish."""

@@ -33,7 +33,7 @@ def model_repository() -> Path:
     """
     repository = Path(os.environ.get("SEQSERVE_TEST_MODEL_REPOSITORY", ROOT / "models"))
     cli = [sys.executable, "-m", "seqserve.cli"]
-    for task in ("sentiment", "tagging"):
+    for task in ("sentiment", "tagging", "translation"):
         if _has_all(repository, task):
             continue
         for step in (

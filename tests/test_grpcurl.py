@@ -21,6 +21,7 @@ from tests.servers import ServerProcess
 SERVICES = {
     "seqserve.v1.Sentiment": ["Classify", "ClassifyBatch"],
     "seqserve.v1.Tagging": ["Tag", "TagStream"],
+    "seqserve.v1.Translation": ["Translate", "TranslateStream"],
     "seqserve.v1.Models": ["ListModels"],
     "grpc.health.v1.Health": ["Check", "Watch"],
     "inference.GRPCInferenceService": [
@@ -37,6 +38,7 @@ def server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     write_fake_sentiment(tmp / "models", "lstm", accuracy=0.8)
     write_fake_sentiment(tmp / "models", "gru", accuracy=0.6)
     (tmp / "models" / "tagging").symlink_to(model_repository / "tagging")
+    (tmp / "models" / "translation").symlink_to(model_repository / "translation")
     with ServerProcess(tmp / "models", tmp / "server.log") as proc:
         yield proc
 
@@ -103,6 +105,18 @@ def test_tagging_unary_and_streaming_through_reflection(server, tmp_path):
     replies = [json.loads(part) for part in done.stdout.replace("}\n{", "}\0{").split("\0")]
     assert replies[0]["started"]["mode"] == "IMMEDIATE"
     assert [t["token"] for r in replies[1:] for t in r["tags"]["tokens"]] == ["The", "jury", "said", "it"]
+
+
+def test_translation_unary_and_streaming_through_reflection(server, tmp_path):
+    request = {"text": "In the beginning God created the heavens and the earth.", "model": {"arch": "gru"},
+               "beamSize": 1}
+    reply = call(server, "seqserve.v1.Translation/Translate", request, tmp_path)
+    text = reply["hypotheses"][0]["text"]
+    assert text and reply["model"]["arch"] == "gru"
+    done = run(server, "seqserve.v1.Translation/TranslateStream", data=request, tmp=tmp_path)
+    assert done.returncode == 0, done.stderr
+    replies = [json.loads(part) for part in done.stdout.replace("}\n{", "}\0{").split("\0")]
+    assert "".join(r["text"] for r in replies[:-1]) == replies[-1]["result"]["hypotheses"][0]["text"] == text
 
 
 def test_open_inference_protocol_through_reflection(server, tmp_path):

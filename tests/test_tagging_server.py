@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import queue
-import re
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from hypothesis import strategies as st
 from seqserve.kserve import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
 from seqserve.manifest import ARCHS
 from seqserve.v1 import common_pb2, tagging_pb2, tagging_pb2_grpc
-from tests.servers import ROOT, ServerProcess
+from tests.servers import ROOT, ServerProcess, error_of, metric, scrape, wait_for_metric
 
 CAUSAL = ("rnn", "lstm", "gru")
 LOOKAHEAD = ("bilstm", "transformer")
@@ -90,37 +88,6 @@ def stream_chunks(channel: grpc.Channel, arch: str, chunks: list[str]) -> list[t
     replies = s.close()
     assert replies[0].HasField("started")
     return [t for r in replies[1:] for t in r.tags.tokens]
-
-
-def error_of(fn) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.RpcError) as info:
-        fn()
-    return info.value.code(), info.value.details()
-
-
-def scrape(server: ServerProcess) -> str:
-    return urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``."""
-    total = 0.0
-    for line in text.splitlines():
-        m = re.match(rf"{re.escape(name)}\{{(.*)\}} (\S+)$", line)
-        if m and all(f'{k}="{v}"' in m.group(1) for k, v in labels.items()):
-            total += float(m.group(2))
-    return total
-
-
-def wait_for_metric(server: ServerProcess, name: str, at_least: float, timeout: float = 20, **labels: str) -> float:
-    # The server updates stream metrics as the stream's task unwinds, a moment after the
-    # client saw the end: poll as a scraper would.
-    deadline = time.monotonic() + timeout
-    while True:
-        value = metric(scrape(server), name, **labels)
-        if value >= at_least or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
 
 
 # ----------------------------------------------------------------------------- unary

@@ -19,9 +19,9 @@ from export.translation import onnx_export as mt_export  # noqa: E402
 from export.translation.decode import pad_batch, translate  # noqa: E402
 from export.translation.model import Seq2Seq, Seq2SeqConfig  # noqa: E402
 from export.translation.onnx_export import export_checkpoint, main  # noqa: E402
-from seqserve.manifest import Manifest  # noqa: E402
 from seqserve.subword import SubwordModel  # noqa: E402
 from seqserve import decoding  # noqa: E402
+from tests.offline import onnx_callables  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -75,17 +75,6 @@ def exported(tmp_path_factory: pytest.TempPathFactory):
         return _EXPORTED[arch]
 
     return get
-
-
-def onnx_callables(version_dir: Path) -> tuple[Manifest, decoding.EncodeFn, decoding.StepFn]:
-    """What a server does: the manifest and the files only, no torch, no knowledge of the arch."""
-    m = Manifest.load(version_dir)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    enc = ort.InferenceSession(str(version_dir / m.files["encoder"]), opts, providers=["CPUExecutionProvider"])
-    dec = ort.InferenceSession(str(version_dir / m.files["decoder"]), opts, providers=["CPUExecutionProvider"])
-    encode, step = decoding.session_callables(enc, dec, m.streaming)
-    return m, encode, step
 
 
 @pytest.mark.parametrize("arch", ARCHS)

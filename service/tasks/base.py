@@ -51,6 +51,12 @@ def model_batcher(
     )
 
 
+def _quality(model: ServedModel) -> float:
+    """What the default choice ranks by: test accuracy, or BLEU with beam for translation."""
+    quality = model.entry.manifest.quality if model.entry.manifest else {}
+    return float(quality.get("test_accuracy", quality.get("test_bleu_beam", 0.0)))
+
+
 class ServingState:
     """Whether the server takes requests, as health says it: false while models
     load and from the start of a shutdown. Protocols with their own readiness
@@ -107,10 +113,7 @@ class ModelStore:
                 log.warning("default %s arch %r has no ready model; choosing by accuracy", task, configured)
             else:
                 return configured
-        best = sorted(
-            (m for (t, _, _), m in self._models.items() if t == task),
-            key=lambda m: m.entry.manifest.quality.get("test_accuracy", 0.0) if m.entry.manifest else 0.0,
-        )
+        best = sorted((m for (t, _, _), m in self._models.items() if t == task), key=_quality)
         return best[-1].entry.arch if best else ""
 
     def get(self, task: str, arch: str = "", version: int = 0) -> ServedModel:

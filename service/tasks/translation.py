@@ -1,0 +1,194 @@
+"""Translation: English text in, Spanish text out, whole or piece by piece as it is decoded.
+
+Each model version runs its encoder and decoder-step graphs under a decode
+scheduler (continuous batching, ``service.decode_scheduler``); the search
+itself (greedy or beam) is ``seqserve.decoding``, the same code export checks
+against PyTorch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from seqserve import decoding
+from seqserve.decoding import BeamSearch, GreedySearch, Search, Translation
+from seqserve.subword import SubwordModel
+from service.decode_scheduler import DecodeJob, DecodeScheduler
+from service.errors import InvalidArgument
+from service.metrics import DecodeMetrics, Metrics
+from service.repository import ModelEntry
+from service.runtime import Runtime
+from service.settings import Settings
+from service.tasks.base import ModelStore
+
+TASK = "translation"
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a request may choose; 0 means the default."""
+
+    beam_size: int = 0
+    max_length: int = 0
+    n_best: int = 0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    text: str
+    score: float
+    log_prob: float
+    length: int  # subword pieces, <eos> excluded
+    truncated: bool  # the length limit cut it
+
+
+@dataclass(frozen=True)
+class Result:
+    candidates: list[Candidate]  # best first
+    source_length: int
+
+
+@dataclass(frozen=True)
+class Prepared:
+    src: list[int]
+    search: Search
+
+
+class TranslationModel:
+    """One translation model version: two ORT sessions behind a decode scheduler."""
+
+    def __init__(self, entry: ModelEntry, runtime: Runtime, settings: Settings, metrics: Metrics) -> None:
+        assert entry.manifest is not None
+        self.entry = entry
+        self.manifest = entry.manifest
+        self._runtime, self._settings, self._metrics = runtime, settings, metrics
+        self._scheduler: DecodeScheduler | None = None
+
+    def load(self) -> None:
+        m, s, folder = self.manifest, self._settings, self.entry.path
+        contract = m.streaming
+        if contract.get("mode") != "autoregressive":
+            raise ValueError(f"{folder / 'manifest.json'}: streaming mode {contract.get('mode')!r}, "
+                             "expected 'autoregressive'")
+        self.source = SubwordModel.load(folder / m.files["source_subwords"])
+        self.target = SubwordModel.load(folder / m.files["target_subwords"])
+        encoder = self._runtime.session(folder / m.files["encoder"])
+        decoder = self._runtime.session(folder / m.files["decoder"])
+        encode, step = decoding.session_callables(encoder, decoder, contract)
+        self.bos_id, self.eos_id = int(contract["bos_id"]), int(contract["eos_id"])
+        self.length_rule = (float(contract["max_len"]["a"]), int(contract["max_len"]["b"]))
+        self.length_penalty = float(m.quality.get("length_penalty", 1.0))
+        self._scheduler = DecodeScheduler(
+            encode,
+            step,
+            bos_id=self.bos_id,
+            pad_id=int(m.special_tokens["pad"]),
+            batch_axes=decoding.state_batch_axes(contract),
+            grow_axes=decoding.state_grow_axes(contract),
+            max_rows=s.max_decode_rows,
+            max_queue=s.max_queue,
+            max_encode_batch=s.max_batch_size,
+            mode=s.decode_batching,
+            observer=DecodeMetrics(self._metrics, TASK, self.entry.arch),
+            name=f"{TASK}/{self.entry.arch}/{self.entry.version}",
+        )
+
+    @property
+    def ready(self) -> bool:
+        return self._scheduler is not None
+
+    def submit(self, prepared: Prepared, deadline: float | None) -> DecodeJob:
+        assert self._scheduler is not None, "load() first"
+        return self._scheduler.submit(prepared.src, prepared.search, deadline)
+
+    def result(self, translation: Translation, source_length: int) -> Result:
+        return Result(
+            [
+                Candidate(
+                    self.target.decode(h.tokens),
+                    h.score,
+                    h.log_prob,
+                    len(decoding.strip_eos(h.tokens, self.eos_id)),
+                    not h.tokens or h.tokens[-1] != self.eos_id,
+                )
+                for h in translation.hypotheses
+            ],
+            source_length,
+        )
+
+    async def close(self) -> None:
+        if self._scheduler is not None:
+            await asyncio.to_thread(self._scheduler.close)
+
+
+class TranslationTask:
+    """Request validation, model choice, and the stream of pieces."""
+
+    def __init__(self, store: ModelStore, settings: Settings) -> None:
+        self._store = store
+        self._settings = settings
+
+    def model(self, arch: str = "", version: int = 0) -> TranslationModel:
+        model = self._store.get(TASK, arch, version)
+        assert isinstance(model, TranslationModel)
+        return model
+
+    def prepare(self, model: TranslationModel, text: str, options: Options) -> Prepared:
+        """Check a request and turn it into source ids and a search; InvalidArgument says what is wrong."""
+        s = self._settings
+        if not text.strip():
+            raise InvalidArgument("text is empty: send a sentence to translate")
+        if len(text) > s.max_text_chars:
+            raise InvalidArgument(f"text is {len(text)} characters; the limit is {s.max_text_chars}")
+        src = model.source.encode(text)
+        if len(src) > s.max_tokens:
+            raise InvalidArgument(
+                f"text is {len(src)} subword pieces; the limit is {s.max_tokens} (split it into sentences)"
+            )
+        beam = options.beam_size or s.default_beam_size
+        if beam > s.max_beam_size:
+            raise InvalidArgument(f"beam_size {beam} is above the limit of {s.max_beam_size}")
+        n_best = options.n_best or 1
+        if n_best > beam:
+            raise InvalidArgument(f"n_best {n_best} is more than the beam ({beam}) can return")
+        if options.max_length > s.max_output_tokens:
+            raise InvalidArgument(f"max_length {options.max_length} is above the limit of {s.max_output_tokens}")
+        a, b = model.length_rule
+        limit = options.max_length or min(int(len(src) * a + b), s.max_output_tokens)
+        search: Search = (
+            GreedySearch(model.eos_id, limit)
+            if beam == 1
+            else BeamSearch(model.eos_id, limit, beam, n_best, model.length_penalty, early_stopping=True)
+        )
+        return Prepared(src, search)
+
+    async def stream(
+        self, model: TranslationModel, text: str, options: Options, deadline: float | None = None
+    ) -> AsyncIterator[str | Result]:
+        """Text pieces of the best translation as they become certain, then the ``Result``.
+        Closing the iterator early (a cancelled call) stops the decoding at the next step."""
+        prepared = self.prepare(model, text, options)
+        job = model.submit(prepared, deadline)
+        detokenizer = model.target.detokenizer()
+        try:
+            async for event in job.events():
+                if isinstance(event, Translation):
+                    yield model.result(event, len(prepared.src))
+                    return
+                piece = "".join(detokenizer.push(i) for i in event)
+                if piece:
+                    yield piece
+        finally:
+            job.cancel()  # a no-op once finished
+
+    async def translate(
+        self, model: TranslationModel, text: str, options: Options, deadline: float | None = None
+    ) -> Result:
+        async with contextlib.aclosing(self.stream(model, text, options, deadline)) as events:
+            async for event in events:
+                if isinstance(event, Result):
+                    return event
+        raise AssertionError("a translation stream ends with its result")
