@@ -1,4 +1,4 @@
-"""Load for a running stack or server: gRPC users of the sentiment and tagging tasks.
+"""Load for a running stack or server: gRPC users of the sentiment, tagging and translation tasks.
 
 Each request is named ``<task>/<arch> <method>`` in locust's stats, so the summary
 and the CSV give throughput, percentiles and failures per architecture.
@@ -7,9 +7,10 @@ and the CSV give throughput, percentiles and failures per architecture.
         --host 127.0.0.1:50051 --csv runs/load          # runs/load_stats.csv ...
 
 Under compose: ``docker compose --profile load up locust`` (deploy/README.md).
-The mix: sentiment users (weight 3) and tagging users (weight 2; unary Tag and
-TagStream, a stream's time being from its first message to its last tag).
-The translation users join here when that task is served.
+The mix: sentiment users (weight 3), tagging users (weight 2; unary Tag and
+TagStream, a stream's time being from its first message to its last tag) and
+translation users (weight 1; Translate with beam 4 and TranslateStream greedy,
+a stream's time being to its last piece).
 """
 
 from __future__ import annotations
@@ -28,7 +29,15 @@ import grpc  # noqa: E402
 from locust import User, between, task  # noqa: E402
 
 from seqserve.manifest import ARCHS  # noqa: E402
-from seqserve.v1 import common_pb2, sentiment_pb2, sentiment_pb2_grpc, tagging_pb2, tagging_pb2_grpc  # noqa: E402
+from seqserve.v1 import (  # noqa: E402
+    common_pb2,
+    sentiment_pb2,
+    sentiment_pb2_grpc,
+    tagging_pb2,
+    tagging_pb2_grpc,
+    translation_pb2,
+    translation_pb2_grpc,
+)
 
 # LOAD_ARCHS="lstm gru" narrows the mix; the default asks every architecture.
 LOAD_ARCHS = os.environ.get("LOAD_ARCHS", " ".join(ARCHS)).split()
@@ -45,6 +54,14 @@ STORIES = [
     "The jury said it did find that many of Atlanta's registration practices were handled well.",
     "She quickly reorganized the committee, and nobody complained about it afterwards.",
     "In 1961 the new bridge opened to traffic from both banks of the river.",
+]
+
+
+VERSES = [
+    "In the beginning God created the heavens and the earth.",
+    "And God said, Let there be light: and there was light.",
+    "Jesus wept.",
+    "The Lord is my shepherd; I shall not want.",
 ]
 
 
@@ -133,3 +150,29 @@ class TaggingUser(GrpcUser):
             tagging_pb2.TagStreamRequest(text=text[a:b]) for a, b in zip([0, *cuts], [*cuts, len(text)])
         ]
         self._call(f"tagging/{arch} TagStream", lambda: list(self._stub.TagStream(iter(messages), timeout=10)))
+
+
+class TranslationUser(GrpcUser):
+    """Verses translated whole with beam search, and streamed greedily as a reader would watch them."""
+
+    weight = 1
+
+    def on_start(self) -> None:
+        super().on_start()
+        self._stub = translation_pb2_grpc.TranslationStub(self._channel)
+
+    def _request(self, beam_size: int) -> tuple[str, translation_pb2.TranslateRequest]:
+        arch = random.choice(LOAD_ARCHS)
+        model = common_pb2.ModelSelector(arch=arch)
+        return arch, translation_pb2.TranslateRequest(text=random.choice(VERSES), model=model, beam_size=beam_size)
+
+    @task(1)
+    def translate(self) -> None:
+        arch, request = self._request(beam_size=4)
+        self._call(f"translation/{arch} Translate", lambda: self._stub.Translate(request, timeout=30))
+
+    @task(1)
+    def translate_stream(self) -> None:
+        arch, request = self._request(beam_size=1)
+        self._call(f"translation/{arch} TranslateStream",
+                   lambda: list(self._stub.TranslateStream(request, timeout=30)))

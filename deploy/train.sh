@@ -1,11 +1,11 @@
 #!/bin/sh
 # The trainer container's command: data fetch -> train -> export, per task.
-#   SEQSERVE_TRAIN_TASKS    tasks, space separated (default: sentiment tagging)
+#   SEQSERVE_TRAIN_TASKS    tasks, space separated (default: sentiment tagging translation)
 #   SEQSERVE_TRAIN_PROFILE  quick | full (default: quick)
 #   SEQSERVE_TRAIN_FORCE    1 trains again although the repository has the task
 #   SEQSERVE_REPOSITORY     the model repository (default: /models)
 set -eu
-tasks=${SEQSERVE_TRAIN_TASKS:-sentiment tagging}
+tasks=${SEQSERVE_TRAIN_TASKS:-sentiment tagging translation}
 profile=${SEQSERVE_TRAIN_PROFILE:-quick}
 repository=${SEQSERVE_REPOSITORY:-/models}
 # The host's CA bundle (a compose secret), where a proxy re-signs TLS: pip and npm

@@ -51,17 +51,19 @@ def tool_missing(message: str) -> None:
 
 def fake_repository(path: Path, models: Path) -> Path:
     """A model repository to serve: a tiny fake sentiment model for every architecture,
-    and the quick tagging models of ``models`` (small enough to copy)."""
+    and the quick tagging and translation models of ``models`` (small enough to copy)."""
     for i, arch in enumerate(ARCHS):
         write_fake_sentiment(path, arch, accuracy=0.5 + i / 100)
-    shutil.copytree(models / "tagging", path / "tagging")
+    for task in ("tagging", "translation"):
+        shutil.copytree(models / task, path / task)
     return path
 
 
 def drive_traffic(target: str, calls_per_arch: int = 6) -> int:
     """Calls every architecture through ``target``: sentiment unary, batch and one
-    refused call, a tagging call and a tagging stream each, so every dashboard panel
-    (errors and streams too) has something per architecture.
+    refused call, a tagging call and a tagging stream, a translation and a streamed
+    translation each, so every dashboard panel (errors, streams and decoding too) has
+    something per architecture.
     Returns how many calls succeeded."""
     done = 0
     with Client(target) as client:
@@ -74,7 +76,7 @@ def drive_traffic(target: str, calls_per_arch: int = 6) -> int:
             with pytest.raises(grpc.RpcError) as refused:
                 client.classify("", arch=arch)
             assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-            done += tag_traffic(client, arch)
+            done += tag_traffic(client, arch) + translation_traffic(client, arch)
     return done
 
 
@@ -84,6 +86,16 @@ def tag_traffic(client: Client, arch: str) -> int:
     assert [t.tag for t in tokens][:1] == ["DET"] and model.startswith(f"tagging/{arch}/")
     replies = list(client.tag_stream(["The ju", "ry said ", "it."], arch))
     assert [t.token for r in replies[1:] for t in r] == ["The", "jury", "said", "it", "."]
+    return 2
+
+
+def translation_traffic(client: Client, arch: str) -> int:
+    """One Translate with beam search and one greedy TranslateStream; returns the calls made."""
+    text = "In the beginning God created the heavens and the earth."
+    result = client.translate(text, arch, beam_size=4)
+    assert result.text and result.model.startswith(f"translation/{arch}/")
+    *pieces, last = client.translate_stream(text, arch, beam_size=1)
+    assert "".join(pieces) == last.text
     return 2
 
 
@@ -108,7 +120,7 @@ def wait_for(what: str, probe: Callable[[], tuple[bool, T]], timeout: float = 90
         time.sleep(1)
 
 
-def panel_queries(tasks: tuple[str, ...] = ("sentiment", "tagging")) -> list[tuple[str, str, bool]]:
+def panel_queries(tasks: tuple[str, ...] = ("sentiment", "tagging", "translation")) -> list[tuple[str, str, bool]]:
     """Every query of the dashboard as Grafana sends it with "All" selected:
     (panel title and refId, PromQL, whether it is split by architecture)."""
     dashboard = json.loads(DASHBOARD.read_text())

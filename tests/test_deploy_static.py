@@ -66,7 +66,7 @@ def test_settings_reach_the_servers_as_seqserve_environment_variables_only(
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         settings = Settings()  # every value parses, as the server will read it
-        assert settings.tasks == ["sentiment", "tagging"]
+        assert settings.tasks == ["sentiment", "tagging", "translation"]
 
 
 def test_every_replica_is_behind_nginx_and_scraped_by_prometheus(model: dict) -> None:

@@ -121,6 +121,7 @@ def test_a_headless_locust_run_reports_every_architecture(stack: PlainStack, tmp
         rows = {row["Name"]: row for row in csv.DictReader(f)}
     assert {f"sentiment/{arch} Classify" for arch in ARCHS} <= set(rows)
     assert {f"tagging/{arch} TagStream" for arch in ARCHS} <= set(rows)
+    assert any(name.startswith("translation/") for name in rows)  # 1 user in 6, random archs
     assert rows["Aggregated"]["Failure Count"] == "0"
     assert float(rows["Aggregated"]["Request Count"]) > 0
 
