@@ -13,7 +13,7 @@ import sys
 import grpc
 
 from seqserve import tag_cli, translate_cli
-from seqserve.client import DEFAULT_TARGET, Client
+from seqserve.cli_options import add_client_options, connect
 
 _DELEGATED = {
     "data": ("export.corpora.cli", "fetch the corpora (seqserve data fetch --help)"),
@@ -40,7 +40,7 @@ def _delegate_to(command: str, argv: list[str]) -> str:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    with Client(args.target, timeout=args.timeout) as client:
+    with connect(args) as client:
         if args.wait:
             client.wait_ready(args.wait)
         if not args.all_archs:
@@ -62,7 +62,7 @@ def _classify(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    with Client(args.target, timeout=args.timeout) as client:
+    with connect(args) as client:
         rows = client.list_models(args.task)
     print(f"{'task':<12}{'arch':<13}{'ver':>4}  {'ready':<6}{'default':<8}{'test':>10}{'params':>10}  profile")
     for m in rows:
@@ -87,10 +87,6 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=help_text, add_help=False)
     sub.add_parser("serve", help="run the gRPC server (settings from SEQSERVE_* variables)")
 
-    def client_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--target", default=DEFAULT_TARGET, help=f"server address (default {DEFAULT_TARGET})")
-        p.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
-
     c = sub.add_parser("classify", help="classify a sentence's sentiment")
     c.add_argument("text")
     c.add_argument("--arch", default="", help="rnn, lstm, gru, bilstm or transformer (default: server's)")
@@ -98,16 +94,16 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--all-archs", action="store_true", help="ask every architecture, side by side")
     c.add_argument("--repeat", type=int, default=20, help="calls per architecture with --all-archs")
     c.add_argument("--wait", type=float, default=0, help="first wait up to this many seconds for SERVING")
-    client_options(c)
+    add_client_options(c)
 
     t = tag_cli.add_parser(sub)
-    client_options(t)
+    add_client_options(t)
     tr = translate_cli.add_parser(sub)
-    client_options(tr)
+    add_client_options(tr)
 
     m = sub.add_parser("models", help="list the server's models")
     m.add_argument("--task", default="")
-    client_options(m)
+    add_client_options(m)
     return parser
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -100,11 +101,34 @@ def _classification(c: sentiment_pb2.Classification, model: str, latency_ms: flo
 
 
 class Client:
-    """``with Client("localhost:50051") as c: c.classify("a gripping film")``"""
+    """``with Client("localhost:50051") as c: c.classify("a gripping film")``
 
-    def __init__(self, target: str = DEFAULT_TARGET, timeout: float = 10.0) -> None:
-        self._channel = grpc.insecure_channel(target)
+    ``tls_ca`` (PEM: the CA that signed the server's certificate) turns TLS on;
+    ``tls_cert``/``tls_key`` add a client certificate (mutual TLS); ``token`` is
+    sent as ``authorization: Bearer <token>`` with every call.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        timeout: float = 10.0,
+        *,
+        token: str | None = None,
+        tls_ca: Path | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+    ) -> None:
+        if tls_ca or tls_cert:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=tls_ca.read_bytes() if tls_ca else None,
+                private_key=tls_key.read_bytes() if tls_key else None,
+                certificate_chain=tls_cert.read_bytes() if tls_cert else None,
+            )
+            self._channel = grpc.secure_channel(target, credentials)
+        else:
+            self._channel = grpc.insecure_channel(target)
         self._timeout = timeout
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._sentiment = sentiment_pb2_grpc.SentimentStub(self._channel)
         self._models = models_pb2_grpc.ModelsStub(self._channel)
         self._tagging = tagging_pb2_grpc.TaggingStub(self._channel)
@@ -137,7 +161,7 @@ class Client:
     def classify(self, text: str, arch: str = "", version: int = 0) -> Classification:
         request = sentiment_pb2.ClassifyRequest(text=text, model=common_pb2.ModelSelector(arch=arch, version=version))
         started = time.perf_counter()
-        reply = self._sentiment.Classify(request, timeout=self._timeout)
+        reply = self._sentiment.Classify(request, timeout=self._timeout, metadata=self._metadata)
         latency = (time.perf_counter() - started) * 1000
         return _classification(reply.result, _model_name(reply.model), latency)
 
@@ -146,7 +170,7 @@ class Client:
             texts=texts, model=common_pb2.ModelSelector(arch=arch, version=version)
         )
         started = time.perf_counter()
-        reply = self._sentiment.ClassifyBatch(request, timeout=self._timeout)
+        reply = self._sentiment.ClassifyBatch(request, timeout=self._timeout, metadata=self._metadata)
         latency = (time.perf_counter() - started) * 1000
         return [_classification(c, _model_name(reply.model), latency) for c in reply.results]
 
@@ -161,7 +185,7 @@ class Client:
             ],
             model=common_pb2.ModelSelector(arch=arch, version=version),
         )
-        reply = self._tagging.Tag(request, timeout=self._timeout)
+        reply = self._tagging.Tag(request, timeout=self._timeout, metadata=self._metadata)
         return [_tokens(s) for s in reply.sentences], _model_name(reply.model)
 
     def tag_stream(
@@ -178,7 +202,7 @@ class Client:
             for chunk in chunks:
                 yield tagging_pb2.TagStreamRequest(text=chunk)
 
-        for reply in self._tagging.TagStream(requests(), timeout=timeout):
+        for reply in self._tagging.TagStream(requests(), timeout=timeout, metadata=self._metadata):
             if reply.HasField("started"):
                 st = reply.started
                 yield StreamInfo(
@@ -193,7 +217,7 @@ class Client:
     ) -> TranslationResult:
         """Translate English text to Spanish; 0 leaves an option to the server (beam 4, n_best 1)."""
         request = self._translate_request(text, arch, version, beam_size, max_length, n_best)
-        return _translation(self._translation.Translate(request, timeout=self._timeout))
+        return _translation(self._translation.Translate(request, timeout=self._timeout, metadata=self._metadata))
 
     def translate_stream(
         self, text: str, arch: str = "", version: int = 0, *, beam_size: int = 0, max_length: int = 0,
@@ -201,7 +225,7 @@ class Client:
     ) -> Iterator[str | TranslationResult]:
         """Pieces of the best translation's text as they are decoded, then the whole result."""
         request = self._translate_request(text, arch, version, beam_size, max_length, n_best)
-        for reply in self._translation.TranslateStream(request, timeout=self._timeout):
+        for reply in self._translation.TranslateStream(request, timeout=self._timeout, metadata=self._metadata):
             yield _translation(reply.result) if reply.HasField("result") else reply.text
 
     @staticmethod
@@ -214,7 +238,7 @@ class Client:
         )
 
     def list_models(self, task: str = "") -> list[ModelSummary]:
-        reply = self._models.ListModels(models_pb2.ListModelsRequest(task=task), timeout=self._timeout)
+        reply = self._models.ListModels(models_pb2.ListModelsRequest(task=task), timeout=self._timeout, metadata=self._metadata)
         return [
             ModelSummary(
                 m.id.task, m.id.arch, m.id.version, m.ready, m.is_default, dict(m.quality),

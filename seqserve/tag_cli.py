@@ -10,6 +10,7 @@ import sys
 import termios
 from collections.abc import Iterator
 
+from seqserve.cli_options import connect
 from seqserve.client import Client, StreamInfo, TaggedToken
 
 _EOT = "\x04"  # Ctrl-D: in a terminal read key by key, the kernel no longer turns it into end of input
@@ -32,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    with Client(args.target, timeout=args.timeout) as client:
+    with connect(args) as client:
         if args.stream:
             return _stream(client, args)
         if not args.text:

@@ -6,7 +6,8 @@ import argparse
 import sys
 import time
 
-from seqserve.client import Client, TranslationResult
+from seqserve.cli_options import connect
+from seqserve.client import TranslationResult
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -29,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     options = dict(beam_size=args.beam, max_length=args.max_length, n_best=args.n_best)
-    with Client(args.target, timeout=args.timeout) as client:
+    with connect(args) as client:
         archs = [args.arch]
         if args.all_archs:
             archs = list(dict.fromkeys(m.arch for m in client.list_models("translation") if m.ready and m.version))

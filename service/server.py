@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -12,6 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
+from pydantic import ValidationError
 
 from seqserve.kserve import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
 from seqserve.v1 import (
@@ -26,6 +28,7 @@ from seqserve.v1 import (
 )
 from service import repository
 from service.grpc_api.interceptors import ErrorInterceptor, MetricsInterceptor
+from service.grpc_api.security import AuthInterceptor, load_tokens, server_credentials
 from service.grpc_api.servicers import InferenceServicer, ModelsServicer, SentimentServicer
 from service.grpc_api.tagging_servicer import TaggingServicer
 from service.grpc_api.translation_servicer import TranslationServicer
@@ -116,6 +119,9 @@ async def build(settings: Settings, registry: CollectorRegistry) -> App:
     unknown = set(settings.tasks) - set(SERVICE_NAMES)
     if unknown:
         raise ValueError(f"unknown task(s) {sorted(unknown)}; this server serves {sorted(SERVICE_NAMES)}")
+    # Files first: a missing certificate or token file stops the server before anything starts.
+    credentials = server_credentials(settings)
+    tokens = load_tokens(settings.auth_tokens_file) if settings.auth_tokens_file else []
     metrics = Metrics(registry)
     runtime = Runtime(settings)
     executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="ort")
@@ -132,8 +138,12 @@ async def build(settings: Settings, registry: CollectorRegistry) -> App:
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
+    interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(metrics)]
+    if tokens:
+        interceptors.append(AuthInterceptor(tokens))
+    interceptors.append(ErrorInterceptor())
     server = grpc.aio.server(
-        interceptors=[MetricsInterceptor(metrics), ErrorInterceptor()],
+        interceptors=interceptors,
         options=options,
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
@@ -152,7 +162,8 @@ async def build(settings: Settings, registry: CollectorRegistry) -> App:
         [*SERVICE_NAMES.values(), MODELS_SERVICE, KSERVE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME],
         server,
     )
-    port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    address = f"{settings.host}:{settings.grpc_port}"
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind gRPC to {settings.host}:{settings.grpc_port}")
     await server.start()
@@ -165,7 +176,10 @@ async def serve(settings: Settings) -> None:
         start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
         log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
     app = await build(settings, registry)
-    log.info("gRPC on %s:%d (health NOT_SERVING while models load)", settings.host, app.port)
+    security = ("mutual TLS" if settings.tls_client_ca_file else "TLS") if settings.tls_cert_file else "plaintext"
+    if settings.auth_tokens_file:
+        security += ", bearer tokens required (not for health)"
+    log.info("gRPC on %s:%d, %s (health NOT_SERVING while models load)", settings.host, app.port, security)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -180,11 +194,18 @@ async def serve(settings: Settings) -> None:
 
 
 def main() -> None:
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        sys.exit(f"seqserve: invalid settings: {exc}")
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except (ValueError, OSError) as exc:  # a setting or file the server cannot start with
+        log.error("cannot start: %s", exc)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -90,6 +90,19 @@ class Settings(BaseSettings):
     """``continuous``: translations join and leave the running decode batch at every
     step; ``request``: a batch runs until its longest member ends (for comparison)."""
 
+    tls_cert_file: Path | None = None
+    """PEM certificate chain the server presents; with ``TLS_KEY_FILE`` the port
+    speaks TLS only (plaintext when both are unset)."""
+    tls_key_file: Path | None = None
+    """PEM private key of ``TLS_CERT_FILE``."""
+    tls_client_ca_file: Path | None = None
+    """PEM CA certificates: when set, clients must present a certificate one of them
+    signed (mutual TLS). Needs TLS on."""
+    auth_tokens_file: Path | None = None
+    """A file of bearer tokens, one per line: when set, every RPC except health needs
+    metadata ``authorization: Bearer <token>`` (UNAUTHENTICATED otherwise). A file,
+    not a variable, so the secret stays out of the environment and ``docker inspect``."""
+
     grace_period_s: float = Field(10.0, ge=0)
     """On SIGTERM/SIGINT, how long in-flight requests get to finish."""
     drain_delay_s: float = Field(0.0, ge=0)
@@ -97,3 +110,11 @@ class Settings(BaseSettings):
     taking new RPCs, so load balancers can route away first."""
     log_level: str = "INFO"
     """Python logging level name."""
+
+    @model_validator(mode="after")
+    def _tls_parts_together(self) -> "Settings":
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("SEQSERVE_TLS_CERT_FILE and SEQSERVE_TLS_KEY_FILE go together: set both or neither")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("SEQSERVE_TLS_CLIENT_CA_FILE (mutual TLS) needs TLS: set SEQSERVE_TLS_CERT_FILE and _KEY_FILE")
+        return self

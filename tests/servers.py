@@ -33,9 +33,13 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``python -m service`` with the given settings; ``start`` waits for SERVING."""
+    """``python -m service`` with the given settings; ``start`` waits for SERVING
+    (over TLS with ``credentials``, for a server with TLS settings)."""
 
-    def __init__(self, repository: Path, log_path: Path, **settings: str) -> None:
+    def __init__(
+        self, repository: Path, log_path: Path, credentials: grpc.ChannelCredentials | None = None, **settings: str
+    ) -> None:
+        self.credentials = credentials
         self.grpc_port = free_port()
         self.metrics_port = free_port()
         self.target = f"127.0.0.1:{self.grpc_port}"
@@ -63,7 +67,10 @@ class ServerProcess:
 
     def wait_for_health(self, status: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(self.target) as channel:
+        channel = (
+            grpc.secure_channel(self.target, self.credentials) if self.credentials else grpc.insecure_channel(self.target)
+        )
+        with channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 assert self.proc is not None

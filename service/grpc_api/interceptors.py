@@ -57,7 +57,7 @@ def _labels_for(full_method: str) -> CallLabels:
 Wrap = Callable[[Callable[..., Any], grpc.HandlerCallDetails], Callable[..., Any]]
 
 
-def _rewrap(handler: grpc.RpcMethodHandler, wrap_unary: Wrap, wrap_stream: Wrap, details: Any) -> Any:
+def rewrap(handler: grpc.RpcMethodHandler, wrap_unary: Wrap, wrap_stream: Wrap, details: Any) -> Any:
     """The same handler with its behaviour wrapped, whatever its streaming kind."""
     kinds = (
         ("unary_unary", grpc.unary_unary_rpc_method_handler),
@@ -89,7 +89,7 @@ class _WrappingInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None:
             return handler
-        return _rewrap(handler, self._unary, self._stream, details)
+        return rewrap(handler, self._unary, self._stream, details)
 
     def _unary(self, behavior: Callable[..., Any], details: grpc.HandlerCallDetails) -> Callable[..., Any]:
         raise NotImplementedError
