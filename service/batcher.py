@@ -64,6 +64,7 @@ class Batcher(Generic[I, O]):
         self._queue: asyncio.Queue[_Pending[I, O]] = asyncio.Queue()
         self._workers: list[asyncio.Task[None]] = []
         self._closed = False
+        self._in_flight = 0
 
     def start(self) -> None:
         """Start the worker tasks; needs a running event loop."""
@@ -76,6 +77,11 @@ class Batcher(Generic[I, O]):
     def queued(self) -> int:
         return self._queue.qsize()
 
+    @property
+    def in_flight(self) -> int:
+        """Items submitted and not yet answered (queued or running)."""
+        return self._in_flight
+
     async def submit(self, item: I) -> O:
         """Queue ``item`` and wait for its result (or the error of its batch)."""
         if self._closed:
@@ -87,7 +93,11 @@ class Batcher(Generic[I, O]):
         self.start()
         future: asyncio.Future[O] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(item, future))
-        return await future
+        self._in_flight += 1
+        try:
+            return await future
+        finally:
+            self._in_flight -= 1
 
     async def submit_many(self, items: Sequence[I]) -> list[O]:
         """Queue several items at once (they may land in different batches)."""

@@ -152,6 +152,11 @@ class DecodeScheduler:
             self._cond.notify()
         return job
 
+    @property
+    def requests(self) -> int:
+        """Requests waiting or decoding."""
+        return len(self._pending) + len(self._jobs)
+
     def close(self) -> None:
         """Stop the thread; every waiting and running request fails with UNAVAILABLE."""
         with self._cond:

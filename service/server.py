@@ -6,8 +6,9 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -35,13 +36,17 @@ from service.grpc_api.translation_servicer import TranslationServicer
 from service.metrics import Metrics
 from service.runtime import Runtime
 from service.settings import Settings
-from service.tasks.base import ModelStore, ServingState
+from service.tasks.base import ModelStore, ServedModel, ServingState
 from service.tasks.open_inference import OpenInference, SentimentTensors
 from service.tasks.sentiment import SentimentModel, SentimentTask
 from service.tasks.tagging import TaggingModel, TaggingTask
 from service.tasks.translation import TranslationModel, TranslationTask
 
 log = logging.getLogger("seqserve")
+
+# A request takes its model from the store and hands it work in the same event-loop
+# turn; this much grace covers any that had not yet when its version was retired.
+_RETIRE_SETTLE_S = 1.0
 
 SERVICE_NAMES = {
     "sentiment": sentiment_pb2.DESCRIPTOR.services_by_name["Sentiment"].full_name,
@@ -64,16 +69,49 @@ class App:
     metrics: Metrics
     executor: ThreadPoolExecutor
     port: int
+    _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _retiring: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def load_models(self) -> None:
         """Load the repository off the event loop, then tell health what serves."""
-        entries = repository.scan(self.settings.model_repository, self.settings.tasks)
-        await asyncio.to_thread(self.store.load, entries)
+        await self.reload()
+        if not self.state.serving:
+            log.error("no model could be loaded from %s; health stays NOT_SERVING", self.settings.model_repository)
+
+    async def reload(self) -> None:
+        """Serve what the repository holds now: new versions load, removed ones retire once
+        no request uses them. On SIGHUP and every ``RELOAD_INTERVAL_S``."""
+        async with self._reload_lock:
+            entries = await asyncio.to_thread(repository.scan, self.settings.model_repository, self.settings.tasks)
+            plan = await asyncio.to_thread(self.store.plan, entries)
+            self.store.apply(plan)
+            for model in plan.removed:
+                log.info("retiring %s/%s/%d (no longer in the repository)", model.entry.task, model.entry.arch,
+                         model.entry.version)
+                task = asyncio.create_task(self._retire(model))
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
+            await self._publish_status()
+
+    async def _retire(self, model: ServedModel) -> None:
+        """Close a version gone from the store once the requests and streams holding it are done
+        (at most GRACE_PERIOD_S later; what still uses it then fails with UNAVAILABLE)."""
+        await asyncio.sleep(_RETIRE_SETTLE_S)
+        deadline = time.monotonic() + self.settings.grace_period_s
+        while model.busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        await model.close()
+
+    async def _publish_status(self) -> None:
+        """Health per task and the model_info series, from the store as it is now."""
+        self.metrics.model_info.clear()
         for status in self.store.statuses():
             self.metrics.model_info.labels(
                 status.entry.task, status.entry.arch, str(status.entry.version),
                 str(status.ready).lower(), str(status.is_default).lower(),
             ).set(1)
+        if not self.state.accepting:
+            return  # shutting down: health stays NOT_SERVING
         serving = health_pb2.HealthCheckResponse.SERVING
         not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
         any_ready = False
@@ -85,12 +123,11 @@ class App:
         await self.health.set(KSERVE_SERVICE, serving if any_ready else not_serving)
         await self.health.set("", serving if any_ready else not_serving)
         self.state.serving = any_ready
-        if not any_ready:
-            log.error("no model could be loaded from %s; health stays NOT_SERVING", self.settings.model_repository)
 
     async def stop(self) -> None:
         """Health NOT_SERVING first, then no new RPCs, then let in-flight ones finish."""
         self.state.serving = False
+        self.state.accepting = False
         await self.health.enter_graceful_shutdown()
         if self.settings.drain_delay_s:
             await asyncio.sleep(self.settings.drain_delay_s)
@@ -101,6 +138,9 @@ class App:
             log.warning("%d in-flight RPCs were cancelled when the grace period ended", cut_off)
         else:
             log.info("every in-flight RPC finished within the grace period")
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         await self.store.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
@@ -184,13 +224,31 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    reloads = asyncio.Event()  # SIGHUP's default would end the process: take it over first
+    loop.add_signal_handler(signal.SIGHUP, reloads.set)
     await app.load_models()
     log.info("ready: %s", ", ".join(f"{s.entry.task}/{s.entry.arch}/{s.entry.version}"
                                    for s in app.store.statuses() if s.ready) or "no models")
+    reloader = asyncio.create_task(_reload_on(reloads, app, settings.reload_interval_s))
     await stopping.wait()
+    reloader.cancel()
     log.info("shutting down: health NOT_SERVING, %.1fs grace for in-flight requests", settings.grace_period_s)
     await app.stop()
     log.info("stopped")
+
+
+async def _reload_on(signalled: asyncio.Event, app: App, interval: float) -> None:
+    """Reload the repository on SIGHUP, and every ``interval`` seconds if it is not 0."""
+    while True:
+        try:
+            await asyncio.wait_for(signalled.wait(), interval or None)
+        except TimeoutError:
+            pass
+        signalled.clear()
+        try:
+            await app.reload()
+        except Exception:  # a repository that cannot be read now may be readable next time
+            log.exception("reloading the model repository failed; still serving what was loaded")
 
 
 def main() -> None:

@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     metadata ``authorization: Bearer <token>`` (UNAUTHENTICATED otherwise). A file,
     not a variable, so the secret stays out of the environment and ``docker inspect``."""
 
+    reload_interval_s: float = Field(0.0, ge=0)
+    """How often the server looks for new or removed model versions in the repository
+    (0: only on SIGHUP). New versions load beside the old ones; a removed version
+    closes once the requests and streams using it have finished."""
+
     grace_period_s: float = Field(10.0, ge=0)
     """On SIGTERM/SIGINT, how long in-flight requests get to finish."""
     drain_delay_s: float = Field(0.0, ge=0)

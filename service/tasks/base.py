@@ -28,6 +28,10 @@ class ServedModel(Protocol):
     @property
     def ready(self) -> bool: ...
 
+    @property
+    def busy(self) -> int:
+        """Requests and streams using this version now (a retired version closes at 0)."""
+
     async def close(self) -> None:
         """Stop batchers; fail what is still queued."""
 
@@ -64,6 +68,7 @@ class ServingState:
 
     def __init__(self) -> None:
         self.serving = False
+        self.accepting = True  # false from the start of a shutdown: reloads leave health alone
 
 
 @dataclass(frozen=True)
@@ -74,8 +79,24 @@ class ModelStatus:
     error: str
 
 
+@dataclass
+class ReloadPlan:
+    """The store's next contents, loaded off the event loop; ``ModelStore.apply`` swaps them in."""
+
+    models: dict[tuple[str, str, int], ServedModel]
+    errors: dict[tuple[str, str, int], tuple[ModelEntry, str]]
+    defaults: dict[str, str]
+    added: list[ModelEntry]
+    removed: list[ServedModel]
+
+
 class ModelStore:
-    """All models of the repository, by task, architecture and version."""
+    """All models of the repository, by task, architecture and version.
+
+    ``plan`` loads what is new in a list of entries (in a worker thread) and
+    ``apply`` swaps the whole table at once on the event loop, so a request sees
+    either the old table or the new one, never a mix.
+    """
 
     def __init__(self, factories: dict[str, ModelFactory], default_arch: dict[str, str]) -> None:
         self._factories = factories
@@ -86,34 +107,56 @@ class ModelStore:
 
     def load(self, entries: list[ModelEntry]) -> None:
         """Load every entry; a model that fails is reported, the others still serve."""
-        for entry in entries:
-            key = (entry.task, entry.arch, entry.version)
-            if entry.manifest is None:
-                self._fail(key, entry, entry.error)
-                continue
-            try:
-                model = self._factories[entry.task](entry)
-                model.load()
-            except Exception as exc:  # one bad file must not take the server down
-                self._fail(key, entry, str(exc))
-                continue
-            self._models[key] = model
-            log.info("loaded %s/%s/%d from %s", *key, entry.path)
-        self._defaults = {task: self._pick_default(task) for task in self._factories}
+        self.apply(self.plan(entries))
 
-    def _fail(self, key: tuple[str, str, int], entry: ModelEntry, error: str) -> None:
-        self._errors[key] = (entry, error)
-        log.error("not serving %s/%s/%d: %s", *key, error)
+    def plan(self, entries: list[ModelEntry]) -> ReloadPlan:
+        """Load versions new on disk (or failed ones whose manifest changed); versions gone
+        from disk are dropped. Blocking: call it in a worker thread."""
+        on_disk = {(e.task, e.arch, e.version): e for e in entries}
+        models = {key: m for key, m in self._models.items() if key in on_disk}
+        removed = [m for key, m in self._models.items() if key not in on_disk]
+        errors: dict[tuple[str, str, int], tuple[ModelEntry, str]] = {}
+        added = []
+        for key, entry in on_disk.items():
+            if key in models:
+                continue
+            if key in self._errors and self._errors[key][0] == entry:  # unchanged: do not retry
+                errors[key] = self._errors[key]
+                continue
+            model, error = self._load_one(entry)
+            if model is None:
+                errors[key] = (entry, error)
+                log.error("not serving %s/%s/%d: %s", *key, error)
+            else:
+                models[key] = model
+                added.append(entry)
+                log.info("loaded %s/%s/%d from %s", *key, entry.path)
+        defaults = {task: self._pick_default(task, models) for task in self._factories}
+        return ReloadPlan(models, errors, defaults, added, removed)
 
-    def _pick_default(self, task: str) -> str:
-        archs = {arch for (t, arch, _) in self._models if t == task}
+    def _load_one(self, entry: ModelEntry) -> tuple[ServedModel | None, str]:
+        if entry.manifest is None:
+            return None, entry.error
+        try:
+            model = self._factories[entry.task](entry)
+            model.load()
+        except Exception as exc:  # one bad file must not take the server down
+            return None, str(exc)
+        return model, ""
+
+    def apply(self, plan: ReloadPlan) -> None:
+        """Swap in a plan's table (no await inside: requests see all of it or none)."""
+        self._models, self._errors, self._defaults = plan.models, plan.errors, plan.defaults
+
+    def _pick_default(self, task: str, models: dict[tuple[str, str, int], ServedModel]) -> str:
+        archs = {arch for (t, arch, _) in models if t == task}
         configured = self._configured_defaults.get(task)
         if configured:
             if configured not in archs:
                 log.warning("default %s arch %r has no ready model; choosing by accuracy", task, configured)
             else:
                 return configured
-        best = sorted((m for (t, _, _), m in self._models.items() if t == task), key=_quality)
+        best = sorted((m for (t, _, _), m in models.items() if t == task), key=_quality)
         return best[-1].entry.arch if best else ""
 
     def get(self, task: str, arch: str = "", version: int = 0) -> ServedModel:

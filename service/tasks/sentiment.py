@@ -71,6 +71,10 @@ class SentimentModel:
     def ready(self) -> bool:
         return self._batcher is not None
 
+    @property
+    def busy(self) -> int:
+        return self._batcher.in_flight if self._batcher else 0
+
     async def classify(self, texts: list[str]) -> list[Prediction]:
         assert self._batcher is not None, "load() first"
         what = "text" if len(texts) == 1 else "texts[{}]"

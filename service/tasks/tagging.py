@@ -67,6 +67,7 @@ class TaggingModel:
         self._name = f"{TASK}/{entry.arch}/{entry.version}"
         self._batcher: Batcher[Encoded, list[tuple[str, float]]] | None = None
         self.step_session = None
+        self.streams = 0  # open streams on this version (the store waits for them before closing it)
         # Step runs bypass the batcher (one stream, one run), so they report here.
         self._step_observer = ModelObserver(metrics, TASK, entry.arch)
 
@@ -92,6 +93,10 @@ class TaggingModel:
     @property
     def ready(self) -> bool:
         return self._batcher is not None
+
+    @property
+    def busy(self) -> int:
+        return self.streams + (self._batcher.in_flight if self._batcher else 0)
 
     async def close(self) -> None:
         if self._batcher is not None:
@@ -362,6 +367,7 @@ class TaggingTask:
             self._metrics.streams_ended.labels(TASK, model.entry.arch, "refused").inc()
             raise ResourceExhausted(f"{self._open} tagging streams are open, the limit; retry later")
         self._open += 1
+        model.streams += 1
         active = self._metrics.active_streams.labels(TASK, model.entry.arch)
         active.inc()
         reason = "error"
@@ -388,6 +394,7 @@ class TaggingTask:
             raise
         finally:
             self._open -= 1
+            model.streams -= 1
             active.dec()
             self._metrics.streams_ended.labels(TASK, model.entry.arch, reason).inc()
 

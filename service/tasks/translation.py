@@ -100,6 +100,10 @@ class TranslationModel:
     def ready(self) -> bool:
         return self._scheduler is not None
 
+    @property
+    def busy(self) -> int:
+        return self._scheduler.requests if self._scheduler else 0
+
     def submit(self, prepared: Prepared, deadline: float | None) -> DecodeJob:
         assert self._scheduler is not None, "load() first"
         return self._scheduler.submit(prepared.src, prepared.search, deadline)
