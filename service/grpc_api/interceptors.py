@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from service.errors import SeqserveError
+from service.errors import InvalidArgument, SeqserveError
 from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,12 @@ def _labels_for(full_method: str) -> CallLabels:
 Wrap = Callable[[Callable[..., Any], grpc.HandlerCallDetails], Callable[..., Any]]
 
 
-def rewrap(handler: grpc.RpcMethodHandler, wrap_unary: Wrap, wrap_stream: Wrap, details: Any) -> Any:
-    """The same handler with its behaviour wrapped, whatever its streaming kind."""
+def rewrap(
+    handler: grpc.RpcMethodHandler, wrap_unary: Wrap, wrap_stream: Wrap, details: Any,
+    deserializer: Callable[[bytes], Any] | None = None,
+) -> Any:
+    """The same handler with its behaviour (and, if given, its request deserializer) wrapped,
+    whatever its streaming kind."""
     kinds = (
         ("unary_unary", grpc.unary_unary_rpc_method_handler),
         ("stream_unary", grpc.stream_unary_rpc_method_handler),
@@ -73,7 +77,7 @@ def rewrap(handler: grpc.RpcMethodHandler, wrap_unary: Wrap, wrap_stream: Wrap, 
             wrap = wrap_stream if inspect.isasyncgenfunction(behavior) else wrap_unary
             return make(
                 wrap(behavior, details),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer or handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
     return handler
@@ -98,7 +102,52 @@ class _WrappingInterceptor(grpc.aio.ServerInterceptor):
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class _Undecodable:
+    """What a request's bytes became when they were not the method's message."""
+
+    message: str
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+    """A deserializer that hands bad bytes on as ``_Undecodable`` instead of raising:
+    raised inside grpcio, the client would get UNKNOWN; this way, INVALID_ARGUMENT."""
+    owner = getattr(deserialize, "__self__", None)
+    name = getattr(getattr(owner, "DESCRIPTOR", None), "full_name", "the method's request message")
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data) if deserialize else data
+        except Exception as exc:
+            return _Undecodable(f"the request is not a valid {name}: {exc}")
+
+    return parse
+
+
+async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        if isinstance(request, _Undecodable):
+            raise InvalidArgument(request.message)
+        yield request
+
+
+def _check(request: Any) -> Any:
+    """A unary request, or a client stream's messages, with bad bytes turned into INVALID_ARGUMENT."""
+    if isinstance(request, _Undecodable):
+        raise InvalidArgument(request.message)
+    return _checked(request) if hasattr(request, "__aiter__") else request
+
+
 class ErrorInterceptor(_WrappingInterceptor):
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        return rewrap(handler, self._unary, self._stream, details, _tolerant(handler.request_deserializer))
+
     @staticmethod
     async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str) -> None:
         if isinstance(exc, SeqserveError):
@@ -112,7 +161,7 @@ class ErrorInterceptor(_WrappingInterceptor):
     def _unary(self, behavior: Callable[..., Any], details: grpc.HandlerCallDetails) -> Callable[..., Any]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
-                return await behavior(request, context)
+                return await behavior(_check(request), context)
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except Exception as exc:
@@ -123,7 +172,7 @@ class ErrorInterceptor(_WrappingInterceptor):
     def _stream(self, behavior: Callable[..., Any], details: grpc.HandlerCallDetails) -> Callable[..., Any]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             try:
-                async for response in behavior(request, context):
+                async for response in behavior(_check(request), context):
                     yield response
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
