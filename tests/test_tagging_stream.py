@@ -29,7 +29,7 @@ class CausalStandIn:
     def initial_state(self):
         return {"h": np.zeros(1)}
 
-    def step(self, chunk, state, submitted):
+    async def step(self, chunk, state):
         n = int(state["h"][0])
         tags = [(f"{w}@{n + i}", 1.0) for i, w in enumerate(chunk.words)]
         return tags, {"h": np.array([n + len(chunk.words)])}

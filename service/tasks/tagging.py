@@ -23,7 +23,7 @@ from seqserve.manifest import read_vocab
 from seqserve.text import tokenize
 from service.batcher import Batcher
 from service.errors import InferenceError, InvalidArgument, ResourceExhausted, SeqserveError, Status
-from service.metrics import Metrics, ModelObserver
+from service.metrics import Metrics
 from service.repository import ModelEntry
 from service.runtime import Runtime
 from service.settings import Settings
@@ -54,6 +54,17 @@ class Encoded:
     features: list[list[int]]
 
 
+State = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class StepItem:
+    """One stream's next chunk and its state before it (state tensors (layers, 1, hidden))."""
+
+    chunk: Encoded
+    state: State
+
+
 class TaggingModel:
     """One tagging model version: full-sentence graph (batched) and, if causal, a step graph."""
 
@@ -67,9 +78,8 @@ class TaggingModel:
         self._name = f"{TASK}/{entry.arch}/{entry.version}"
         self._batcher: Batcher[Encoded, list[tuple[str, float]]] | None = None
         self.step_session = None
+        self._step_batcher: Batcher[StepItem, tuple[list[tuple[str, float]], State]] | None = None
         self.streams = 0  # open streams on this version (the store waits for them before closing it)
-        # Step runs bypass the batcher (one stream, one run), so they report here.
-        self._step_observer = ModelObserver(metrics, TASK, entry.arch)
 
     # -- loading
 
@@ -85,6 +95,7 @@ class TaggingModel:
         if self.mode == "causal":
             self.state_specs = [(st["name"], list(st["shape"])) for st in m.streaming["state"]]
             self.step_session = self._runtime.session(folder / m.files["step"])
+            self._step_batcher = model_batcher(self._run_steps, self.entry, s, self._metrics, self.executor)
         elif self.lookahead >= s.lookahead_window:
             raise ValueError(f"{folder}: lookahead {self.lookahead} needs SEQSERVE_LOOKAHEAD_WINDOW above it")
         self._session = self._runtime.session(folder / m.files["model"])
@@ -99,8 +110,9 @@ class TaggingModel:
         return self.streams + (self._batcher.in_flight if self._batcher else 0)
 
     async def close(self) -> None:
-        if self._batcher is not None:
-            await self._batcher.close()
+        for batcher in (self._batcher, self._step_batcher):
+            if batcher is not None:
+                await batcher.close()
 
     # -- encoding and running
 
@@ -139,24 +151,31 @@ class TaggingModel:
         # Manifest shapes are [layers, hidden]; the graph wants [layers, batch=1, hidden].
         return {name: np.zeros((shape[0], 1, shape[1]), dtype=np.float32) for name, shape in self.state_specs}
 
-    def step(
-        self, chunk: Encoded, state: dict[str, np.ndarray], submitted: float
-    ) -> tuple[list[tuple[str, float]], dict[str, np.ndarray]]:
-        """Advance one stream by a chunk of k tokens; in a worker thread, queued since ``submitted``."""
-        started = time.perf_counter()
-        inputs = {
-            "tokens": np.array([chunk.ids], dtype=np.int64),  # (1, k)
-            "features": np.array([chunk.features], dtype=np.int64),  # (1, k, F)
-            **state,
-        }
-        names = ["logits"] + [f"{name}_out" for name, _ in self.state_specs]
-        try:
-            logits, *new_state = self.step_session.run(names, inputs)  # (1, k, n_tags), states
-        except Exception as exc:
-            self._step_observer.on_error(1, exc)
-            raise InferenceError(f"{self._name}: step failed: {exc}") from exc
-        self._step_observer.on_batch(1, [started - submitted], time.perf_counter() - started)
-        return self._decode(logits[0]), {name: s for (name, _), s in zip(self.state_specs, new_state)}
+    async def step(self, chunk: Encoded, state: dict[str, np.ndarray]) -> tuple[list[tuple[str, float]], State]:
+        """Advance one stream by a chunk of k tokens; streams stepping at once share ORT runs."""
+        assert self._step_batcher is not None, "load() first"
+        return await self._step_batcher.submit(StepItem(chunk, state))
+
+    def _run_steps(self, items: list[StepItem]) -> list[tuple[list[tuple[str, float]], State]]:
+        """One step-graph run per chunk length in the batch, each stream's state a row; in a worker thread."""
+        out: list[tuple[list[tuple[str, float]], State]] = [([], {})] * len(items)
+        by_length: dict[int, list[int]] = {}
+        for i, item in enumerate(items):
+            by_length.setdefault(len(item.chunk.ids), []).append(i)
+        names = [name for name, _ in self.state_specs]
+        for rows in by_length.values():
+            inputs = {
+                "tokens": np.array([items[i].chunk.ids for i in rows], dtype=np.int64),  # (B, k)
+                "features": np.array([items[i].chunk.features for i in rows], dtype=np.int64),  # (B, k, F)
+                **{n: np.concatenate([items[i].state[n] for i in rows], axis=1) for n in names},  # (L, B, H)
+            }
+            try:
+                logits, *states = self.step_session.run(["logits", *(f"{n}_out" for n in names)], inputs)
+            except Exception as exc:
+                raise InferenceError(f"{self._name}: step failed: {exc}") from exc
+            for j, i in enumerate(rows):  # logits (B, k, n_tags); states (L, B, H)
+                out[i] = (self._decode(logits[j]), {n: s[:, j : j + 1].copy() for n, s in zip(names, states)})
+        return out
 
 
 # -- streams ----------------------------------------------------------------------------
@@ -257,13 +276,10 @@ class TagStream:
         if any(not w or w.isspace() for w in words):
             raise InvalidArgument("tokens must be non-empty words")
         self._received += len(words)
-        loop = asyncio.get_running_loop()
         if self.model.mode == "causal":
             if not words:
                 return []
-            tags, self._state = await loop.run_in_executor(
-                self.model.executor, self.model.step, self.model.encode(words), self._state, time.perf_counter()
-            )
+            tags, self._state = await self.model.step(self.model.encode(words), self._state)
             return self._emit(words, tags, [arrived] * len(words))
         self._window.words += words
         self._window.arrived += [arrived] * len(words)
