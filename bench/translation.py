@@ -1,0 +1,98 @@
+"""Translation under load: continuous (iteration-level) batching against request-level batching.
+
+    .venv/bin/python -m bench.translation [--archs gru transformer] [--concurrency 1 4 16 32 64]
+        [--beam 1] [--seconds 10] [--repository models]
+
+Two servers in turn, ``SEQSERVE_DECODE_BATCHING=continuous`` and ``=request``, each
+driven by the same closed-loop client streaming translations of verses of very
+different lengths (``TranslateStream``). Per point: sentences/s, time to first
+token (first text piece) p50/p99 and whole-request p50/p99; then the ratio of
+sentences/s, continuous over request-level. Writes runs/bench/translation-*.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import time
+from pathlib import Path
+
+import grpc
+
+from bench.common import percentile, save, seqserve_server, table
+from seqserve.v1 import common_pb2, translation_pb2, translation_pb2_grpc
+
+# Short and long on purpose: request-level batches wait for their longest member.
+VERSES = [
+    "Jesus wept.",
+    "In the beginning God created the heavens and the earth.",
+    "Rejoice always.",
+    "And God said, Let there be light: and there was light.",
+    "The Lord is my shepherd; I shall not want.",
+    "Pray without ceasing.",
+    "For God so loved the world, that he gave his only born Son, that whoever believes in him should not perish,"
+    " but have eternal life.",
+    "Love is patient and is kind; love doesn't envy. Love doesn't brag, is not proud, doesn't behave itself"
+    " inappropriately, doesn't seek its own way, is not provoked, takes no account of evil.",
+]
+
+
+async def run(target: str, arch: str, concurrency: int, beam: int, seconds: float) -> dict[str, float]:
+    first, total, done = [], [], 0
+    texts = itertools.cycle(VERSES)
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = translation_pb2_grpc.TranslationStub(channel)
+        stop_at = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal done
+            while time.perf_counter() < stop_at:
+                request = translation_pb2.TranslateRequest(
+                    text=next(texts), model=common_pb2.ModelSelector(arch=arch), beam_size=beam
+                )
+                t0, t_first = time.perf_counter(), None
+                async for reply in stub.TranslateStream(request, timeout=120):
+                    if t_first is None:
+                        t_first = time.perf_counter()
+                total.append(time.perf_counter() - t0)
+                first.append((t_first or time.perf_counter()) - t0)
+                done += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    f, t = sorted(x * 1000 for x in first), sorted(x * 1000 for x in total)
+    return {"concurrency": concurrency, "sentences": done, "sentences_per_s": done / elapsed,
+            "ttft_p50_ms": percentile(f, 0.5), "ttft_p99_ms": percentile(f, 0.99),
+            "p50_ms": percentile(t, 0.5), "p99_ms": percentile(t, 0.99)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--archs", nargs="+", default=["gru", "transformer"])
+    p.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 16, 32, 64])
+    p.add_argument("--beam", type=int, default=1)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--repository", type=Path, default=Path("models"))
+    args = p.parse_args()
+    results: dict[str, dict] = {}
+    rows = []
+    for mode in ("continuous", "request"):
+        with seqserve_server(args.repository, tasks='["translation"]', decode_batching=mode) as target:
+            for arch in args.archs:
+                for c in args.concurrency:
+                    r = asyncio.run(run(target, arch, c, args.beam, args.seconds))
+                    results[f"{mode}/{arch}/{c}"] = r
+                    rows.append([mode, arch, c, r["sentences_per_s"], r["ttft_p50_ms"], r["ttft_p99_ms"],
+                                 r["p50_ms"], r["p99_ms"]])
+    print(table(["batching", "arch", "conc", "sent/s", "TTFT p50 ms", "TTFT p99", "p50 ms", "p99 ms"], rows))
+    for arch in args.archs:
+        ratios = [f"{c}: {results[f'continuous/{arch}/{c}']['sentences_per_s'] / results[f'request/{arch}/{c}']['sentences_per_s']:.2f}x"
+                  for c in args.concurrency]
+        print(f"{arch} continuous / request-level sentences/s by concurrency: {', '.join(ratios)}")
+    print(f"wrote {save('translation', {'args': vars(args) | {'repository': str(args.repository)}, 'results': results})}")
+
+
+if __name__ == "__main__":
+    main()
