@@ -17,6 +17,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+from service.admission import Admission
 from service.errors import ResourceExhausted, Unavailable
 
 I = TypeVar("I")
@@ -50,6 +51,7 @@ class Batcher(Generic[I, O]):
         workers: int = 1,
         observer: BatchObserver | None = None,
         name: str = "batcher",
+        admission: Admission | None = None,
     ) -> None:
         if max_batch_size < 1 or workers < 1 or max_queue < 1:
             raise ValueError("max_batch_size, workers and max_queue must be at least 1")
@@ -65,6 +67,7 @@ class Batcher(Generic[I, O]):
         self._workers: list[asyncio.Task[None]] = []
         self._closed = False
         self._in_flight = 0
+        self._admission = admission
 
     def start(self) -> None:
         """Start the worker tasks; needs a running event loop."""
@@ -82,14 +85,17 @@ class Batcher(Generic[I, O]):
         """Items submitted and not yet answered (queued or running)."""
         return self._in_flight
 
-    async def submit(self, item: I) -> O:
-        """Queue ``item`` and wait for its result (or the error of its batch)."""
+    async def submit(self, item: I, admit: bool = True) -> O:
+        """Queue ``item`` and wait for its result (or the error of its batch). ``admit=False``
+        skips the latency budget (work of a stream that was admitted when it opened)."""
         if self._closed:
             raise Unavailable(f"{self._name} is shutting down")
         if self._queue.qsize() >= self._max_queue:
             raise ResourceExhausted(
                 f"{self._name}: {self._max_queue} requests already queued; retry later"
             )
+        if admit and self._admission and (refusal := self._admission.refusal(self._in_flight)):
+            raise ResourceExhausted(f"{self._name}: {refusal}")
         self.start()
         future: asyncio.Future[O] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(item, future))
@@ -99,13 +105,16 @@ class Batcher(Generic[I, O]):
         finally:
             self._in_flight -= 1
 
-    async def submit_many(self, items: Sequence[I]) -> list[O]:
+    async def submit_many(self, items: Sequence[I], admit: bool = True) -> list[O]:
         """Queue several items at once (they may land in different batches)."""
         if self._queue.qsize() + len(items) > self._max_queue:
             raise ResourceExhausted(
                 f"{self._name}: queue full ({self._max_queue} requests); retry later"
             )
-        return list(await asyncio.gather(*(self.submit(item) for item in items)))
+        held = self._in_flight + len(items) - 1
+        if admit and self._admission and (refusal := self._admission.refusal(held)):
+            raise ResourceExhausted(f"{self._name}: {refusal}")
+        return list(await asyncio.gather(*(self.submit(item, admit=False) for item in items)))
 
     async def close(self) -> None:
         """Stop the workers; items still queued fail with UNAVAILABLE."""
@@ -157,8 +166,11 @@ class Batcher(Generic[I, O]):
                 if not p.future.done():
                     p.future.set_exception(exc)
             return
+        run_seconds = time.perf_counter() - started
+        if self._admission:
+            self._admission.record(len(batch), run_seconds)
         if self._observer:
-            self._observer.on_batch(len(batch), waits, time.perf_counter() - started)
+            self._observer.on_batch(len(batch), waits, run_seconds)
         for p, result in zip(batch, results):
             if not p.future.done():
                 p.future.set_result(result)

@@ -30,6 +30,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from seqserve.decoding import EncodeFn, RunningBatch, Search, StepFn, Translation
+from service.admission import Admission
 from service.errors import InferenceError, ResourceExhausted, SeqserveError, Status, Unavailable
 
 log = logging.getLogger(__name__)
@@ -123,12 +124,14 @@ class DecodeScheduler:
         mode: Literal["continuous", "request"] = "continuous",
         observer: DecodeObserver | None = None,
         name: str = "decoder",
+        admission: Admission | None = None,
     ) -> None:
         self._encode, self._step = encode, self._timed_step(step)
         self._bos, self._pad = bos_id, pad_id
         self._batch_axes, self._grow_axes = batch_axes, grow_axes
         self._max_rows, self._max_queue, self._max_encode = max_rows, max_queue, max_encode_batch
         self._mode, self._observer, self._name = mode, observer, name
+        self._admission = admission
         self._pending: collections.deque[DecodeJob] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -148,6 +151,8 @@ class DecodeScheduler:
                 raise ResourceExhausted(
                     f"{self._name}: {len(self._pending)} translations already waiting (the limit); retry later"
                 )
+            if self._admission and (refusal := self._admission.refusal(len(self._pending) + len(self._jobs))):
+                raise ResourceExhausted(f"{self._name}: {refusal}")
             self._pending.append(job)
             self._cond.notify()
         return job
@@ -187,15 +192,18 @@ class DecodeScheduler:
                 if self._closed:
                     break
                 group = self._admit()
+            started, finished = time.perf_counter(), 0
             try:
                 self._drop_gone()
                 if group:
                     self._start(group)
                 if self._batch:
-                    self._advance()
+                    finished = self._advance()
             except Exception:  # a bug here must not silently stop every future request
                 log.exception("%s: decode loop error", self._name)
                 self._fail_running(InferenceError(f"{self._name}: internal decoding error"))
+            if self._admission:
+                self._admission.record(finished, time.perf_counter() - started)
             if self._observer:
                 self._observer.on_running(len(self._jobs))
         shutting = Unavailable(f"{self._name} is shutting down")
@@ -268,14 +276,15 @@ class DecodeScheduler:
         self._batch.add(keys, [j.search for j in live], memory, lengths, state)
         self._jobs.update(zip(keys, live))
 
-    def _advance(self) -> None:
+    def _advance(self) -> int:
+        """One step for the running batch; returns how many requests it finished."""
         try:
             finished = self._batch.step()
         except Exception as exc:
             if self._observer:
                 self._observer.on_error(self._batch.rows, exc)
             self._fail_running(InferenceError(f"{self._name}: decoder step failed: {exc}"))
-            return
+            return 0
         for member in finished:
             job = self._jobs.pop(member.key)
             job._deliver_progress()
@@ -284,6 +293,7 @@ class DecodeScheduler:
             self._end(job, "completed", result=result)
         for job in self._jobs.values():
             job._deliver_progress()
+        return len(finished)
 
     def _fail_running(self, error: BaseException, reason: str = "error") -> None:
         jobs, self._jobs, self._batch = list(self._jobs.values()), {}, self._new_batch()
@@ -294,12 +304,12 @@ class DecodeScheduler:
         self, job: DecodeJob, reason: str, *, result: Translation | None = None, error: BaseException | None = None
     ) -> None:
         job.finished_at = time.perf_counter()
+        if self._observer:  # before the client hears, so the metrics already say it
+            if job.first_token_at is not None:
+                self._observer.on_first_token(job.first_token_at - job.submitted)
+            self._observer.on_end(job, reason)
         if error is None and result is None:
             error = DeadlinePassed(f"{self._name}: the deadline passed") if reason == "deadline" else None
         if error is not None or result is not None:
             job._post(_Event(result=result, error=error))
-        if self._observer:
-            if job.first_token_at is not None:
-                self._observer.on_first_token(job.first_token_at - job.submitted)
-            self._observer.on_end(job, reason)
 

@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     max_queue: int = Field(1024, ge=1)
     """Requests waiting per model before new ones get RESOURCE_EXHAUSTED."""
 
+    overload_budget_ms: float = Field(1000.0, ge=0)
+    """Latency budget for admission: a model refuses a new request (RESOURCE_EXHAUSTED,
+    at once) when the requests it already holds would take longer than this at its
+    measured capacity; below SEQSERVE_MAX_BATCH_SIZE requests it admits all. 0 turns
+    it off (then only SEQSERVE_MAX_QUEUE bounds the queue). Streams are admitted when
+    they open (SEQSERVE_MAX_STREAMS), not per token."""
+
     max_text_chars: int = Field(2000, ge=1)
     """Longest text accepted, in characters (INVALID_ARGUMENT beyond)."""
     max_tokens: int = Field(256, ge=1)

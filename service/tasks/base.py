@@ -8,6 +8,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from service.admission import Admission
 from service.batcher import Batcher
 from service.errors import NotFound, Unavailable
 from service.metrics import Metrics, ModelObserver
@@ -40,9 +41,11 @@ ModelFactory = Callable[[ModelEntry], ServedModel]
 
 
 def model_batcher(
-    run: Callable[[list[Any]], list[Any]], entry: ModelEntry, settings: Settings, metrics: Metrics, executor: Executor
+    run: Callable[[list[Any]], list[Any]], entry: ModelEntry, settings: Settings, metrics: Metrics, executor: Executor,
+    admission: bool = True,
 ) -> Batcher[Any, Any]:
-    """The dynamic batcher in front of one model version, sized by the settings."""
+    """The dynamic batcher in front of one model version, sized by the settings; with
+    ``admission``, requests past the latency budget are refused at once."""
     return Batcher(
         run,
         max_batch_size=settings.max_batch_size,
@@ -52,7 +55,12 @@ def model_batcher(
         workers=settings.inference_threads,
         observer=ModelObserver(metrics, entry.task, entry.arch),
         name=f"{entry.task}/{entry.arch}/{entry.version}",
+        admission=admission_for(settings, settings.inference_threads) if admission else None,
     )
+
+
+def admission_for(settings: Settings, parallel: int) -> Admission:
+    return Admission(settings.overload_budget_ms / 1000, floor=settings.max_batch_size, parallel=parallel)
 
 
 def _quality(model: ServedModel) -> float:

@@ -95,7 +95,9 @@ class TaggingModel:
         if self.mode == "causal":
             self.state_specs = [(st["name"], list(st["shape"])) for st in m.streaming["state"]]
             self.step_session = self._runtime.session(folder / m.files["step"])
-            self._step_batcher = model_batcher(self._run_steps, self.entry, s, self._metrics, self.executor)
+            self._step_batcher = model_batcher(
+                self._run_steps, self.entry, s, self._metrics, self.executor, admission=False
+            )
         elif self.lookahead >= s.lookahead_window:
             raise ValueError(f"{folder}: lookahead {self.lookahead} needs SEQSERVE_LOOKAHEAD_WINDOW above it")
         self._session = self._runtime.session(folder / m.files["model"])
@@ -143,9 +145,11 @@ class TaggingModel:
             raise InferenceError(f"{self._name}: inference failed: {exc}") from exc
         return [self._decode(logits[i, :n]) for i, n in enumerate(lengths)]
 
-    async def tag(self, sentences: list[Encoded]) -> list[list[tuple[str, float]]]:
+    async def tag(self, sentences: list[Encoded], admit: bool = True) -> list[list[tuple[str, float]]]:
+        """Whole sentences through the batcher; ``admit=False`` for a stream's re-encodes
+        (the stream was admitted when it opened)."""
         assert self._batcher is not None, "load() first"
-        return await self._batcher.submit_many(sentences)
+        return await self._batcher.submit_many(sentences, admit=admit)
 
     def initial_state(self) -> dict[str, np.ndarray]:
         # Manifest shapes are [layers, hidden]; the graph wants [layers, batch=1, hidden].
@@ -154,7 +158,7 @@ class TaggingModel:
     async def step(self, chunk: Encoded, state: dict[str, np.ndarray]) -> tuple[list[tuple[str, float]], State]:
         """Advance one stream by a chunk of k tokens; streams stepping at once share ORT runs."""
         assert self._step_batcher is not None, "load() first"
-        return await self._step_batcher.submit(StepItem(chunk, state))
+        return await self._step_batcher.submit(StepItem(chunk, state), admit=False)
 
     def _run_steps(self, items: list[StepItem]) -> list[tuple[list[tuple[str, float]], State]]:
         """One step-graph run per chunk length in the batch, each stream's state a row; in a worker thread."""
@@ -306,7 +310,7 @@ class TagStream:
             end = min(self._received, self._emitted + max(k + 1, width // 2))
             start = max(w.offset, end - width)
             sentence = self.model.encode(w.words[start - w.offset : end - w.offset])
-            (tags,) = await self.model.tag([sentence])
+            (tags,) = await self.model.tag([sentence], admit=False)
             stop = min(target, end if final else end - k)
             first = self._emitted - start
             out += self._emit(

@@ -22,7 +22,7 @@ from service.metrics import DecodeMetrics, Metrics
 from service.repository import ModelEntry
 from service.runtime import Runtime
 from service.settings import Settings
-from service.tasks.base import ModelStore
+from service.tasks.base import ModelStore, admission_for
 
 TASK = "translation"
 
@@ -94,6 +94,7 @@ class TranslationModel:
             mode=s.decode_batching,
             observer=DecodeMetrics(self._metrics, TASK, self.entry.arch),
             name=f"{TASK}/{self.entry.arch}/{self.entry.version}",
+            admission=admission_for(s, parallel=1),
         )
 
     @property

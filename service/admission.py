@@ -1,0 +1,47 @@
+"""Admission by latency budget: refuse new work at once rather than let every request wait.
+
+Little's law: the requests a model holds, divided by the rate it gets through them,
+is how long the newest will take. The rate is the model's capacity, measured while it
+works (requests finished per second of busy time, over its recent runs, times the
+runs it can do at once), so a model that was idle a moment ago keeps its estimate. A
+request is admitted while what the model holds would be done within the budget;
+past that, RESOURCE_EXHAUSTED at once, and admitted requests keep their latency.
+Below ``floor`` requests everything is admitted (a batch must be able to fill, and
+a model with no history yet has no estimate).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+
+
+class Admission:
+    def __init__(self, budget_s: float, floor: int, parallel: int = 1, history: int = 256) -> None:
+        self.budget_s, self.floor, self._parallel = budget_s, floor, parallel
+        self._runs: collections.deque[tuple[int, float]] = collections.deque(maxlen=history)
+        self._lock = threading.Lock()  # runs are recorded from worker threads
+
+    def record(self, finished: int, busy_seconds: float) -> None:
+        """One run: how many requests it finished and how long it took."""
+        with self._lock:
+            self._runs.append((finished, busy_seconds))
+
+    def capacity(self) -> float:
+        """Requests finished per second of work, times the runs that go at once (0: no history)."""
+        with self._lock:
+            finished = sum(n for n, _ in self._runs)
+            busy = sum(s for _, s in self._runs)
+        return finished / busy * self._parallel if busy > 0 else 0.0
+
+    def refusal(self, held: int) -> str:
+        """Why one more request is refused when the model holds ``held``; "" admits it."""
+        if not self.budget_s or held < self.floor:
+            return ""
+        capacity = self.capacity()
+        if not capacity or held < capacity * self.budget_s:
+            return ""
+        return (
+            f"overloaded: {held} requests ahead, about {held / capacity * 1000:.0f} ms of work at "
+            f"{capacity:.0f}/s, over the {self.budget_s * 1000:.0f} ms budget; retry later"
+        )

@@ -1,0 +1,77 @@
+"""Admission by latency budget, on its own and in front of the batcher and the decode scheduler."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from seqserve.decoding import GreedySearch
+from service.admission import Admission
+from service.decode_scheduler import DecodeScheduler
+from service.errors import ResourceExhausted
+from tests.test_batcher import Recorder, make
+from tests.toy_decoders import BOS, EOS, CacheLM
+
+
+def test_capacity_is_requests_per_busy_second_times_parallel_runs():
+    a = Admission(budget_s=0.1, floor=2, parallel=2)
+    assert a.capacity() == 0 and a.refusal(1000) == ""  # no history: no estimate, admit
+    a.record(4, 0.01)
+    a.record(6, 0.01)  # 10 requests in 20 ms of work, two runs at once: 1000/s
+    assert a.capacity() == pytest.approx(1000)
+    assert a.refusal(99) == ""  # 99 ahead: 99 ms of work, inside 100 ms
+    refusal = a.refusal(100)
+    assert "100 requests ahead" in refusal and "100 ms budget" in refusal
+    assert a.refusal(1) == ""  # under the floor: always
+
+
+def test_a_zero_budget_admits_everything():
+    a = Admission(budget_s=0, floor=1)
+    a.record(1, 10.0)
+    assert a.refusal(10**6) == ""
+
+
+async def test_the_batcher_refuses_past_the_budget_and_not_a_streams_work():
+    rec = Recorder()
+    admission = Admission(budget_s=0.05, floor=2)
+    batcher = make(rec, max_wait_s=0, admission=admission)
+    admission.record(10, 0.1)  # 100/s: 5 requests fill the budget
+    rec.gate.clear()  # hold the model so requests pile up
+    held = [asyncio.create_task(batcher.submit(i)) for i in range(5)]
+    await asyncio.sleep(0.05)
+    with pytest.raises(ResourceExhausted, match="overloaded"):
+        await batcher.submit(99)
+    with pytest.raises(ResourceExhausted, match="overloaded"):
+        await batcher.submit_many([1, 2])
+    stream_work = asyncio.create_task(batcher.submit(7, admit=False))
+    rec.gate.set()
+    assert await asyncio.gather(*held) == [0, 10, 20, 30, 40]
+    assert await stream_work == 70
+    assert await batcher.submit(5) == 50  # drained: admitted again
+    await batcher.close()
+
+
+async def test_the_decode_scheduler_refuses_past_the_budget():
+    lm = CacheLM(1)
+    lm.table[:, EOS] = -1e9  # every decode runs to its limit
+    gate = threading.Event()
+
+    def step(*args):
+        gate.wait(5)
+        return lm.step(*args)
+
+    admission = Admission(budget_s=0.05, floor=1)
+    admission.record(10, 0.1)  # 100/s: 5 requests fill the budget
+    sched = DecodeScheduler(lm.encode, step, bos_id=BOS, pad_id=0, batch_axes={"k": 1}, grow_axes={"k": 2},
+                            max_rows=64, max_queue=100, max_encode_batch=8, admission=admission)
+    try:
+        jobs = [sched.submit([5, 6], GreedySearch(EOS, 3)) for _ in range(5)]
+        with pytest.raises(ResourceExhausted, match="overloaded"):
+            sched.submit([5], GreedySearch(EOS, 3))
+    finally:
+        gate.set()
+        for job in jobs:
+            job.cancel()
+        sched.close()
