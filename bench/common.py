@@ -96,19 +96,32 @@ def wait_serving(target: str, timeout: float = 120.0) -> None:
     raise TimeoutError(f"{target} not SERVING after {timeout:.0f}s")
 
 
+@dataclass
+class RunningServer:
+    target: str
+    pid: int
+
+    def rss_mb(self) -> float:
+        """The server's resident memory now."""
+        for line in open(f"/proc/{self.pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+
 @contextmanager
-def seqserve_server(repository: Path, **settings: str) -> Iterator[str]:
-    """A seqserve server process on a free port; yields its target."""
+def seqserve_server(repository: Path, **settings: str) -> Iterator[RunningServer]:
+    """A seqserve server process on a free port."""
     port = free_port()
     env = {
         **os.environ, "SEQSERVE_HOST": "127.0.0.1", "SEQSERVE_GRPC_PORT": str(port), "SEQSERVE_METRICS_PORT": "0",
         "SEQSERVE_MODEL_REPOSITORY": str(repository), "SEQSERVE_LOG_LEVEL": "WARNING",
         **{f"SEQSERVE_{k.upper()}": v for k, v in settings.items()},
     }
-    with _process([sys.executable, "-m", "service"], env) as _:
+    with _process([sys.executable, "-m", "service"], env) as proc:
         target = f"127.0.0.1:{port}"
         wait_serving(target)
-        yield target
+        yield RunningServer(target, proc.pid)
 
 
 @contextmanager

@@ -89,7 +89,8 @@ def main() -> None:
     rows = []
     limits = {"max_streams": str(max(args.streams) + 10), "tasks": '["tagging"]'}
     for name, settings in configs.items():
-        with seqserve_server(args.repository, **limits, **settings) as target:
+        with seqserve_server(args.repository, **limits, **settings) as server:
+            target = server.target
             for arch in args.archs:
                 for n in args.streams:
                     r = asyncio.run(run(target, arch, n, args.rate, args.seconds))

@@ -79,7 +79,8 @@ def main() -> None:
     results: dict[str, dict] = {}
     rows = []
     for mode in ("continuous", "request"):
-        with seqserve_server(args.repository, tasks='["translation"]', decode_batching=mode) as target:
+        with seqserve_server(args.repository, tasks='["translation"]', decode_batching=mode) as server:
+            target = server.target
             for arch in args.archs:
                 for c in args.concurrency:
                     r = asyncio.run(run(target, arch, c, args.beam, args.seconds))

@@ -28,7 +28,7 @@ from seqserve.v1 import (
     translation_pb2_grpc,
 )
 from service import repository
-from service.grpc_api.interceptors import ErrorInterceptor, MetricsInterceptor
+from service.grpc_api.interceptors import ConcurrencyInterceptor, ErrorInterceptor, MetricsInterceptor
 from service.grpc_api.security import AuthInterceptor, load_tokens, server_credentials
 from service.grpc_api.servicers import InferenceServicer, ModelsServicer, SentimentServicer
 from service.grpc_api.tagging_servicer import TaggingServicer
@@ -181,11 +181,10 @@ async def build(settings: Settings, registry: CollectorRegistry) -> App:
     interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(metrics)]
     if tokens:
         interceptors.append(AuthInterceptor(tokens))
-    interceptors.append(ErrorInterceptor())
+    interceptors += [ErrorInterceptor(), ConcurrencyInterceptor(settings.max_concurrent_rpcs)]
     server = grpc.aio.server(
         interceptors=interceptors,
         options=options,
-        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     sentiment_pb2_grpc.add_SentimentServicer_to_server(SentimentServicer(sentiment), server)
     tagging_pb2_grpc.add_TaggingServicer_to_server(TaggingServicer(TaggingTask(store, settings, metrics)), server)

@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from service.errors import InvalidArgument, SeqserveError
+from service.errors import InvalidArgument, ResourceExhausted, SeqserveError
 from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -178,6 +178,47 @@ class ErrorInterceptor(_WrappingInterceptor):
                 raise
             except Exception as exc:
                 await self._abort(context, exc, details.method)
+
+        return wrapped
+
+
+class ConcurrencyInterceptor(_WrappingInterceptor):
+    """At most ``limit`` RPCs at once (health excepted, so probes still answer under load);
+    the next gets RESOURCE_EXHAUSTED at once. grpcio's own limit answers CANCELLED, which
+    tells a client nothing, so the server counts here instead."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._active = 0
+
+    def _enter(self, details: grpc.HandlerCallDetails) -> bool:
+        if details.method.startswith("/grpc.health.v1.Health/"):
+            return False
+        if self._active >= self._limit:
+            raise ResourceExhausted(f"{self._active} calls in progress, the server's limit; retry later")
+        self._active += 1
+        return True
+
+    def _unary(self, behavior: Callable[..., Any], details: grpc.HandlerCallDetails) -> Callable[..., Any]:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            counted = self._enter(details)
+            try:
+                return await behavior(request, context)
+            finally:
+                if counted:
+                    self._active -= 1
+
+        return wrapped
+
+    def _stream(self, behavior: Callable[..., Any], details: grpc.HandlerCallDetails) -> Callable[..., Any]:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            counted = self._enter(details)
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            finally:
+                if counted:
+                    self._active -= 1
 
         return wrapped
 
