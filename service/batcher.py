@@ -3,8 +3,9 @@
 Each submitted item gets a future. Worker tasks take the first waiting item,
 then keep collecting until the batch is full or ``max_wait_s`` has passed since
 that first item, run the whole batch in a thread (ORT releases the GIL), and
-resolve every future: with its own result, or, if the run failed, with the
-error, so no waiter hangs. Items whose caller has gone (cancelled future) are
+resolve every future: with its own result, or with the error of its own run, so
+no waiter hangs (a failed batch is rerun item by item, so an input the model
+cannot take fails alone). Items whose caller has gone (cancelled future) are
 dropped before they reach the model.
 """
 
@@ -160,11 +161,16 @@ class Batcher(Generic[I, O]):
             if len(results) != len(batch):
                 raise RuntimeError(f"{self._name}: {len(results)} results for a batch of {len(batch)}")
         except Exception as exc:  # every waiter must hear about it, whatever it is
+            if len(batch) > 1:
+                # One input the model cannot take must not fail its batch-mates:
+                # run each alone, so only the ones that fail themselves get the error.
+                for p in batch:
+                    await self._run_batch([p])
+                return
             if self._observer:
-                self._observer.on_error(len(batch), exc)
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(exc)
+                self._observer.on_error(1, exc)
+            if not batch[0].future.done():
+                batch[0].future.set_exception(exc)
             return
         run_seconds = time.perf_counter() - started
         if self._admission:

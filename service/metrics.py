@@ -64,7 +64,7 @@ class Metrics:
         )
         self.inference_errors = Counter(
             "seqserve_inference_errors",
-            "ONNX Runtime runs that raised.",
+            "Requests whose ONNX Runtime run raised (a failed batch is rerun item by item: only failing items count).",
             ["task", "arch"],
             registry=registry,
         )

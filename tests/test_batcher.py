@@ -73,19 +73,35 @@ async def test_zero_wait_still_takes_what_is_already_queued():
 
 async def test_an_error_reaches_every_waiter_of_the_batch_and_the_batcher_goes_on():
     rec = Recorder()
-    calls = {"n": 0}
+    broken = {"on": True}
 
     def flaky(items: list[int]) -> list[int]:
-        calls["n"] += 1
-        if calls["n"] == 1:
+        if broken["on"]:
             raise ValueError("boom")
         return [x + 1 for x in items]
 
     b = Batcher(flaky, max_batch_size=8, max_wait_s=0.05, max_queue=100, observer=rec)
     results = await asyncio.gather(*(b.submit(i) for i in range(3)), return_exceptions=True)
     assert all(isinstance(r, ValueError) and str(r) == "boom" for r in results)
-    assert len(rec.errors) == 1
+    assert len(rec.errors) == 3  # one per failed item
+    broken["on"] = False
     assert await b.submit(1) == 2
+    await b.close()
+
+
+async def test_an_item_the_model_cannot_take_fails_alone_not_its_batch_mates():
+    rec = Recorder()
+
+    def picky(items: list[int]) -> list[int]:
+        if 13 in items:
+            raise ValueError("cannot take 13")
+        return [x * 2 for x in items]
+
+    b = Batcher(picky, max_batch_size=8, max_wait_s=0.05, max_queue=100, observer=rec)
+    results = await asyncio.gather(*(b.submit(i) for i in (1, 13, 3)), return_exceptions=True)
+    assert results[0] == 2 and results[2] == 6
+    assert isinstance(results[1], ValueError)
+    assert len(rec.errors) == 1
     await b.close()
 
 

@@ -67,3 +67,36 @@ def test_an_empty_repository_keeps_health_not_serving(tmp_path):
                 assert err.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         server.stop()
+
+
+def test_an_onnx_runtime_failure_fails_only_its_request_and_is_counted(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.servers import metric, scrape
+
+    repo = tmp_path / "models"
+    folder = write_fake_sentiment(repo, "lstm")
+    # A vocabulary one word longer than the graph's table: that word's id is out of
+    # bounds for ONNX Runtime's Gather, so only requests that use it fail.
+    with open(folder / "vocab.txt", "a") as f:
+        f.write("explode\n")
+    with ServerProcess(repo, tmp_path / "server.log", tasks='["sentiment"]') as server, \
+            grpc.insecure_channel(server.target) as ch:
+        stub = sentiment_pb2_grpc.SentimentStub(ch)
+
+        def classify(text: str) -> str:
+            try:
+                return stub.Classify(sentiment_pb2.ClassifyRequest(text=text), timeout=30).result.label
+            except grpc.RpcError as err:
+                return f"{err.code().name}: {err.details()}"
+
+        texts = ["a good film", "explode", "awful", "great", "explode good"] * 4
+        with ThreadPoolExecutor(10) as pool:  # concurrent, so failing and good requests share batches
+            answers = list(pool.map(classify, texts))
+        for text, answer in zip(texts, answers):
+            if "explode" in text:
+                assert answer.startswith("INTERNAL: sentiment/lstm/1: inference failed"), answer
+            else:
+                assert answer in ("positive", "negative"), answer
+        assert classify("good") == "positive"  # and the model goes on
+        assert metric(scrape(server), "seqserve_inference_errors_total", task="sentiment", arch="lstm") == 8
