@@ -36,6 +36,7 @@ from service.grpc_api.translation_servicer import TranslationServicer
 from service.metrics import Metrics
 from service.runtime import Runtime
 from service.settings import Settings
+from service.supervisor import supervise
 from service.tasks.base import ModelStore, ServedModel, ServingState
 from service.tasks.open_inference import OpenInference, SentimentTensors
 from service.tasks.sentiment import SentimentModel, SentimentTask
@@ -154,8 +155,9 @@ class App:
         ))
 
 
-async def build(settings: Settings, registry: CollectorRegistry) -> App:
-    """Create and start the server with health NOT_SERVING; call ``load_models`` next."""
+async def build(settings: Settings, registry: CollectorRegistry, start: bool = True) -> App:
+    """Create the server with health NOT_SERVING (and start it, unless ``start`` is false);
+    call ``load_models`` next."""
     unknown = set(settings.tasks) - set(SERVICE_NAMES)
     if unknown:
         raise ValueError(f"unknown task(s) {sorted(unknown)}; this server serves {sorted(SERVICE_NAMES)}")
@@ -176,7 +178,7 @@ async def build(settings: Settings, registry: CollectorRegistry) -> App:
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
     ]
     interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(metrics)]
     if tokens:
@@ -205,7 +207,8 @@ async def build(settings: Settings, registry: CollectorRegistry) -> App:
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind gRPC to {settings.host}:{settings.grpc_port}")
-    await server.start()
+    if start:
+        await server.start()
     return App(settings, server, health_servicer, store, state, metrics, executor, port)
 
 
@@ -214,7 +217,9 @@ async def serve(settings: Settings) -> None:
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
         log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
-    app = await build(settings, registry)
+    # Processes sharing a port open it only once their models are loaded: the kernel
+    # would hand connections to a process that cannot answer them yet.
+    app = await build(settings, registry, start=not settings.reuse_port)
     security = ("mutual TLS" if settings.tls_client_ca_file else "TLS") if settings.tls_cert_file else "plaintext"
     if settings.auth_tokens_file:
         security += ", bearer tokens required (not for health)"
@@ -226,6 +231,8 @@ async def serve(settings: Settings) -> None:
     reloads = asyncio.Event()  # SIGHUP's default would end the process: take it over first
     loop.add_signal_handler(signal.SIGHUP, reloads.set)
     await app.load_models()
+    if settings.reuse_port:
+        await app.server.start()
     log.info("ready: %s", ", ".join(f"{s.entry.task}/{s.entry.arch}/{s.entry.version}"
                                    for s in app.store.statuses() if s.ready) or "no models")
     reloader = asyncio.create_task(_reload_on(reloads, app, settings.reload_interval_s))
@@ -258,6 +265,8 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if settings.processes > 1:
+        sys.exit(supervise(settings))
     try:
         asyncio.run(serve(settings))
     except (ValueError, OSError) as exc:  # a setting or file the server cannot start with

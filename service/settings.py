@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     """Let ORT's thread pool spin while idle: lower latency, but burns a core."""
     ort_graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     """ONNX Runtime graph optimization level."""
+    processes: int = Field(1, ge=1)
+    """Server processes sharing the gRPC port (SO_REUSEPORT; the kernel spreads
+    connections over them), each with its own models and event loop; process i serves
+    its metrics on METRICS_PORT + i. Needs a fixed GRPC_PORT."""
+    reuse_port: bool = False
+    """Bind the gRPC port with SO_REUSEPORT (set for the processes of PROCESSES > 1)."""
     inference_threads: int = Field(2, ge=1)
     """Worker threads that run ORT sessions, so the event loop never blocks on a model."""
 
