@@ -70,9 +70,10 @@ def echo_call(channel: grpc.aio.Channel) -> Callable[..., Awaitable]:
     return channel.unary_unary(UNARY)
 
 
-def raw_ort_ms(task: str, arch: str, repository: Path, batch: int) -> float:
-    """The served model's own ORT path (the code the batcher runs), without the server around it."""
-    settings = Settings(model_repository=repository)
+def raw_ort_ms(task: str, arch: str, repository: Path, batch: int, **overrides: object) -> float:
+    """The served model's own ORT path (the code the batcher runs), without the server around it;
+    ``overrides`` change server settings (the ORT session options among them)."""
+    settings = Settings(model_repository=repository, **overrides)
     (entry,) = [e for e in repo.scan(repository, [task]) if e.arch == arch][-1:]
     runtime, metrics = Runtime(settings), Metrics(CollectorRegistry())
     with ThreadPoolExecutor(1) as pool:

@@ -63,6 +63,7 @@ class Runtime:
         opts.inter_op_num_threads = s.ort_inter_op_threads
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = _OPT_LEVELS[s.ort_graph_optimization]
+        opts.enable_cpu_mem_arena = s.ort_memory_arena
         spin = "1" if s.ort_spinning else "0"
         opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
         opts.add_session_config_entry("session.inter_op.allow_spinning", spin)

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     """Let ORT's thread pool spin while idle: lower latency, but burns a core."""
     ort_graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     """ONNX Runtime graph optimization level."""
+    ort_memory_arena: bool = True
+    """ONNX Runtime's CPU memory arena (reuses buffers between runs; off returns them)."""
     processes: int = Field(1, ge=1)
     """Server processes sharing the gRPC port (SO_REUSEPORT; the kernel spreads
     connections over them), each with its own models and event loop; process i serves
