@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 MODELS ?= models
 PROFILE ?= quick
 
-.PHONY: setup deploy-tools client-tools data models serve stack load demo test protos clean
+.PHONY: setup deploy-tools client-tools peer-tools data models serve stack load demo test protos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ deploy-tools: setup
 TRITON_VENV := .venv-triton
 client-tools: setup
 	PYTHON=$(PYTHON) bash scripts/install-client-tools.sh $(VENV) $(TRITON_VENV)
+
+# The peer the benchmarks compare with (bench/peer.py): MLServer in its own venv.
+# uvloop 0.21: with 0.23, MLServer 1.7.1's inference workers die at start.
+PEER_VENV := .venv-mlserver
+peer-tools:
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install --quiet "mlserver==1.7.1" "onnxruntime==1.31.1" "uvloop==0.21.0"
 
 data: setup
 	bash scripts/ensure-clients.sh
