@@ -298,6 +298,8 @@ def fit(
             total_loss += loss.item() * n
             seen += n
             bar.set_postfix(loss=f"{total_loss / seen:.3f}", refresh=False)
+        if not seen and history:  # epoch_batches gave nothing: a time budget ran out
+            break
         scores = evaluate()
         elapsed = time.perf_counter() - start
         history.append({"epoch": epoch, "train_loss": total_loss / max(1, seen), **scores, "seconds": round(elapsed, 1)})
