@@ -93,7 +93,10 @@ class _WrappingInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None:
             return handler
-        return rewrap(handler, self._unary, self._stream, details)
+        return rewrap(handler, self._unary, self._stream, details, self._deserializer(handler))
+
+    def _deserializer(self, handler: grpc.RpcMethodHandler) -> Callable[[bytes], Any] | None:
+        return None  # the handler's own
 
     def _unary(self, behavior: Callable[..., Any], details: grpc.HandlerCallDetails) -> Callable[..., Any]:
         raise NotImplementedError
@@ -139,14 +142,8 @@ def _check(request: Any) -> Any:
 
 
 class ErrorInterceptor(_WrappingInterceptor):
-    async def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None:
-            return handler
-        return rewrap(handler, self._unary, self._stream, details, _tolerant(handler.request_deserializer))
+    def _deserializer(self, handler: grpc.RpcMethodHandler) -> Callable[[bytes], Any] | None:
+        return _tolerant(handler.request_deserializer)
 
     @staticmethod
     async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str) -> None:
