@@ -87,7 +87,7 @@ _QUICK = MTSettings(
 # those 3,000 pairs (1-2 full epochs an hour). Scheduled sampling costs an extra forward pass
 # per batch, so it is off here; --set model.teacher_forcing=0.9 turns it on. Use --threads 1 on
 # cores shared with other jobs: with 2 threads the same 192-wide epoch took 415 s instead of ~40.
-# Not run end to end yet: the 20-BLEU goal is unverified.
+# Measured (README): the Transformer reached 21.59 test BLEU with beam 4 in 8 epochs of its budget.
 _FULL = MTSettings(
     max_epochs=12,
     max_minutes=55,
