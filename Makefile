@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 MODELS ?= models
 PROFILE ?= quick
 
-.PHONY: setup deploy-tools client-tools peer-tools data models serve stack load demo test protos clean
+.PHONY: setup deploy-tools client-tools peer-tools data models serve stack load bench demo test protos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,21 @@ LOAD_TARGET ?= 127.0.0.1:50051
 load: deploy-tools
 	mkdir -p runs
 	$(BIN)/locust -f deploy/locustfile.py --headless -u 20 -r 5 -t 60s --host $(LOAD_TARGET) --csv runs/load --only-summary
+
+# Every benchmark in turn against ./models (about an hour); tables on screen, JSON and
+# the plot in runs/bench/. Run on an otherwise idle machine: the numbers are the point.
+bench: setup deploy-tools peer-tools
+	$(BIN)/pip install --quiet -e ".[bench]"
+	$(BIN)/python -m bench.ort_settings
+	$(BIN)/python -m bench.sweep
+	$(BIN)/python -m bench.report
+	$(BIN)/python -m bench.streams --archs lstm --streams 1 16 256 1000 --rate 4
+	$(BIN)/python -m bench.streams --archs lstm --streams 16 64 256 --rate 0 --compare
+	$(BIN)/python -m bench.translation
+	$(BIN)/python -m bench.peer
+	$(BIN)/python -m bench.overload
+	$(BIN)/python -m bench.slow_reader
+	$(BIN)/python -m bench.soak --minutes 10
 
 demo: models
 	bash scripts/demo.sh $(BIN) $(MODELS)
