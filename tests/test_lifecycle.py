@@ -83,3 +83,44 @@ def test_requests_under_way_at_sigterm_all_finish_and_later_ones_are_refused_cle
     # handler accepted is cut off, as the server's own count says.
     assert set(results) <= {"ok", "UNAVAILABLE", "CANCELLED"}, set(results)
     assert "every in-flight RPC finished within the grace period" in server.logs()
+
+
+def test_translations_under_way_at_sigterm_finish_their_decoding(model_repository, tmp_path):
+    from seqserve.v1 import common_pb2, translation_pb2, translation_pb2_grpc
+
+    server = ServerProcess(model_repository, tmp_path / "server.log", tasks='["translation"]',
+                           grace_period_s="20").start()
+    results: list[str] = []
+    lock = threading.Lock()
+    go = threading.Event()
+    request = translation_pb2.TranslateRequest(
+        text="And God said, Let there be light: and there was light. " * 3,
+        model=common_pb2.ModelSelector(arch="transformer"), beam_size=4,
+    )
+
+    def client() -> None:
+        with grpc.insecure_channel(server.target) as ch:
+            stub = translation_pb2_grpc.TranslationStub(ch)
+            go.wait()
+            for _ in range(50):
+                try:
+                    replies = list(stub.TranslateStream(request, timeout=30))
+                    outcome = "ok" if replies and replies[-1].HasField("result") else "incomplete"
+                except grpc.RpcError as err:
+                    outcome = err.code().name
+                with lock:
+                    results.append(outcome)
+                if outcome != "ok":
+                    return
+
+    threads = [threading.Thread(target=client) for _ in range(6)]
+    for t in threads:
+        t.start()
+    go.set()
+    threading.Timer(0.5, server.signal, (signal.SIGTERM,)).start()
+    for t in threads:
+        t.join(60)
+    assert server.stop() == 0
+    assert results.count("ok") > 0
+    assert set(results) <= {"ok", "UNAVAILABLE", "CANCELLED"}, set(results)
+    assert "every in-flight RPC finished within the grace period" in server.logs()
