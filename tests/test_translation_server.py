@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from seqserve import decoding
-from seqserve.manifest import ARCHS
+from seqserve.manifest import ARCHS, Manifest
 from seqserve.subword import SubwordModel
 from seqserve.v1 import common_pb2, translation_pb2, translation_pb2_grpc
 from tests.offline import onnx_callables
@@ -97,6 +97,43 @@ def test_the_server_decodes_exactly_as_the_files_do_offline(channel, model_repos
     for text, g, b in zip(SENTENCES, greedy, beam4):
         assert [h.text for h in translate(channel, text, arch, beam_size=1).hypotheses] == g
         assert [h.text for h in translate(channel, text, arch, beam_size=4, n_best=3).hypotheses] == b
+
+
+def exported_from(version_dir: Path):
+    """The PyTorch model this version was exported from, if its checkpoint is still in the runs
+    directory (the same training run: same config and the same test BLEU signature)."""
+    torch = pytest.importorskip("torch")
+    from export import paths
+    from export.translation.model import load_seq2seq
+
+    m = Manifest.load(version_dir)
+    path = paths.runs_dir() / "translation" / m.arch / "checkpoint.pt"
+    if not path.is_file():
+        return None
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    same = ckpt["config"] == m.model_config and ckpt["metrics"].get("bleu_signature") == m.training.get("bleu_signature")
+    return load_seq2seq(path)[0] if same else None
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_server_answers_what_the_pytorch_model_decodes(channel, model_repository, arch):
+    from export.translation.decode import translate as torch_translate
+
+    folder = version_dir(model_repository, arch)
+    model = exported_from(folder)
+    if model is None:  # CI trains the quick models first, so there the checkpoints are there
+        pytest.skip(f"the checkpoint {folder} was exported from is not in the runs directory")
+    m = Manifest.load(folder)
+    source = SubwordModel.load(folder / m.files["source_subwords"])
+    target = SubwordModel.load(folder / m.files["target_subwords"])
+    for text in SENTENCES:
+        ids = source.encode(text)
+        limit = int(decoding.default_max_len(np.array([len(ids)]), m.streaming["max_len"]["a"],
+                                             m.streaming["max_len"]["b"])[0])
+        for beam in (1, 4):
+            (expected,) = torch_translate(model, [ids], beam_size=beam, max_len=limit)
+            served = translate(channel, text, arch, beam_size=beam).hypotheses[0].text
+            assert served == target.decode(expected.tokens), (arch, beam, text)
 
 
 def test_concurrent_requests_get_the_answers_they_get_alone(channel):
