@@ -94,16 +94,20 @@ def beam_candidates(scores: np.ndarray, logp: np.ndarray, n: int) -> tuple[np.nd
     """One sentence's expansion: scores (K,) of its live beams, logp (K, V) -> the n best
     (beam, token, cumulative score), best first, ties to the lower (beam, token)."""
     K, V = logp.shape
-    total = (scores[:, None] + logp).reshape(-1)  # (K * V,)
+    if n < V:
+        # A row adds one score to all its tokens, so the overall best n lie among each row's
+        # best n: shortlist those (and whatever ties a row's n-th) instead of scoring K x V.
+        row_nth = np.partition(logp, V - n, axis=1)[:, V - n]  # (K,) each row's n-th best
+        beam, token = np.nonzero(logp >= row_nth[:, None])
+    else:
+        beam, token = np.divmod(np.arange(K * V), V)
+    total = scores[beam] + logp[beam, token].astype(np.float64)  # (shortlist,)
     n = min(n, total.size)
-    top = np.argpartition(-total, n - 1)[:n] if n < total.size else np.arange(total.size)
-    # argpartition may cut a tie arbitrarily: take everything tied with the n-th score, then order.
-    cutoff = total[top].min()
-    top = np.flatnonzero(total >= cutoff)
-    order = np.lexsort((top, -total[top]))[:n]  # by score desc, then flat index asc
-    top = top[order]
-    return top // V, top % V, total[top]
-
+    # Everything tied with the n-th score stays in, then the order decides.
+    cutoff = np.partition(total, total.size - n)[total.size - n]
+    keep = np.flatnonzero(total >= cutoff)
+    order = keep[np.lexsort((beam[keep] * V + token[keep], -total[keep]))][:n]  # score desc, (beam, token) asc
+    return beam[order], token[order], total[order]
 
 
 _NONE = np.zeros(0, dtype=np.int64)
