@@ -229,16 +229,18 @@ def test_a_cancelled_stream_stops_its_decoding_and_frees_the_rows(channel, serve
 
 
 def test_a_passed_deadline_stops_decoding(channel, server):
-    before = stopped(server)
+    completed = lambda: metric(scrape(server), "seqserve_decodes_ended_total", arch="transformer",  # noqa: E731
+                               reason="completed")
+    before_stopped, before_completed = stopped(server), completed()
     with pytest.raises(grpc.RpcError) as info:
-        stub(channel).Translate(request("the light of the earth " * 40, "transformer", beam_size=16), timeout=0.05)
+        stub(channel).Translate(request("the light of the earth " * 40, "transformer", beam_size=16), timeout=0.1)
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    # grpc cancels the handler at the deadline, or the decode loop sees the deadline first.
-    deadline = time.monotonic() + 20
-    while stopped(server) < before + 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert stopped(server) == before + 1
+    # grpc cancels the handler at the deadline, or the decode loop sees the deadline first;
+    # either way the work leaves the batch (on a slow machine the call may even expire
+    # before it reaches the server, and then nothing runs at all).
     assert wait_idle(server) == 0
+    assert completed() == before_completed
+    assert stopped(server) - before_stopped in (0, 1)
 
 
 def test_decoding_metrics_per_architecture(channel, server):
