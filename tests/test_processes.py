@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 
 from seqserve.client import Client
@@ -18,6 +20,9 @@ def calls_served(url: str) -> float:
 def test_two_processes_share_the_port_and_stop_together(model_repository, tmp_path):
     server = ServerProcess(model_repository, tmp_path / "server.log", tasks='["sentiment"]', processes="2")
     with server:
+        deadline = time.monotonic() + 60  # health answers once one is ready; wait for both
+        while server.logs().count("seqserve: ready:") < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
         # New connections are spread by the kernel: many channels reach both processes.
         for _ in range(24):
             with Client(server.target) as client:
