@@ -143,6 +143,18 @@ def test_mutual_tls_wants_a_client_certificate_its_ca_signed(mtls_server, pki):
             assert code == grpc.StatusCode.UNAVAILABLE
 
 
+def test_the_container_healthcheck_speaks_tls_and_mutual_tls(tls_server, mtls_server, pki):
+    from deploy.healthcheck import check
+
+    tls = {"SEQSERVE_TLS_CERT_FILE": str(pki["server_crt"]), "SEQSERVE_HEALTHCHECK_CA_FILE": str(pki["ca"])}
+    assert check(tls_server.target, env=tls) == "SERVING"
+    assert check(tls_server.target, env={}, timeout=2) != "SERVING"  # plaintext cannot ask a TLS port
+    mutual = tls | {"SEQSERVE_TLS_CLIENT_CA_FILE": str(pki["ca"]),
+                    "SEQSERVE_HEALTHCHECK_CERT_FILE": str(pki["client_crt"]),
+                    "SEQSERVE_HEALTHCHECK_KEY_FILE": str(pki["client_key"])}
+    assert check(mtls_server.target, env=mutual) == "SERVING"
+
+
 # ----------------------------------------------------------------------------- bearer tokens
 
 
