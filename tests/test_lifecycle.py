@@ -8,7 +8,7 @@ import threading
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from seqserve.v1 import sentiment_pb2, sentiment_pb2_grpc
+from seqserve.v1 import common_pb2, sentiment_pb2, sentiment_pb2_grpc, translation_pb2, translation_pb2_grpc
 from tests.fakes import write_fake_sentiment
 from tests.servers import ServerProcess
 
@@ -47,21 +47,20 @@ def test_sigint_also_stops_gracefully(tmp_path):
     assert server.stop() == 0
 
 
-def test_requests_under_way_at_sigterm_all_finish_and_later_ones_are_refused_cleanly(tmp_path):
-    server = ServerProcess(_repo(tmp_path), tmp_path / "server.log", grace_period_s="10").start()
+def _calls_through_sigterm(server: ServerProcess, call, clients: int, calls: int, after_s: float) -> list[str]:
+    """``clients`` threads make ``calls`` calls each (``call(channel)``, true when complete);
+    SIGTERM lands ``after_s`` in. Returns every call's outcome: "ok" or a status name."""
     results: list[str] = []
     lock = threading.Lock()
-    go = threading.Event()
+    ready = threading.Barrier(clients + 1)  # every client connected before the clock starts
 
     def client() -> None:
         with grpc.insecure_channel(server.target) as ch:
-            stub = sentiment_pb2_grpc.SentimentStub(ch)
-            stub.Classify(sentiment_pb2.ClassifyRequest(text="warm up"), timeout=10)
-            go.wait()
-            for _ in range(200):
+            grpc.channel_ready_future(ch).result(timeout=30)
+            ready.wait()
+            for _ in range(calls):
                 try:
-                    stub.Classify(sentiment_pb2.ClassifyRequest(text="a good film " * 20), timeout=10)
-                    outcome = "ok"
+                    outcome = "ok" if call(ch) else "incomplete"
                 except grpc.RpcError as err:
                     outcome = err.code().name
                 with lock:
@@ -69,13 +68,17 @@ def test_requests_under_way_at_sigterm_all_finish_and_later_ones_are_refused_cle
                 if outcome != "ok":
                     return
 
-    threads = [threading.Thread(target=client) for _ in range(8)]
+    threads = [threading.Thread(target=client) for _ in range(clients)]
     for t in threads:
         t.start()
-    go.set()
-    threading.Timer(0.3, server.signal, (signal.SIGTERM,)).start()
+    ready.wait()
+    threading.Timer(after_s, server.signal, (signal.SIGTERM,)).start()
     for t in threads:
-        t.join(30)
+        t.join(60)
+    return results
+
+
+def _assert_no_accepted_call_was_cut(server: ServerProcess, results: list[str]) -> None:
     assert server.stop() == 0
     assert results.count("ok") > 0
     # Calls that reach a closing server are refused (UNAVAILABLE, or CANCELLED for
@@ -85,42 +88,27 @@ def test_requests_under_way_at_sigterm_all_finish_and_later_ones_are_refused_cle
     assert "every in-flight RPC finished within the grace period" in server.logs()
 
 
-def test_translations_under_way_at_sigterm_finish_their_decoding(model_repository, tmp_path):
-    from seqserve.v1 import common_pb2, translation_pb2, translation_pb2_grpc
+def test_requests_under_way_at_sigterm_all_finish_and_later_ones_are_refused_cleanly(tmp_path):
+    server = ServerProcess(_repo(tmp_path), tmp_path / "server.log", grace_period_s="10").start()
+    request = sentiment_pb2.ClassifyRequest(text="a good film " * 20)
+    results = _calls_through_sigterm(
+        server, lambda ch: sentiment_pb2_grpc.SentimentStub(ch).Classify(request, timeout=10).result.label,
+        clients=8, calls=200, after_s=0.3,
+    )
+    _assert_no_accepted_call_was_cut(server, results)
 
+
+def test_translations_under_way_at_sigterm_finish_their_decoding(model_repository, tmp_path):
     server = ServerProcess(model_repository, tmp_path / "server.log", tasks='["translation"]',
                            grace_period_s="20").start()
-    results: list[str] = []
-    lock = threading.Lock()
-    go = threading.Event()
     request = translation_pb2.TranslateRequest(
         text="And God said, Let there be light: and there was light. " * 3,
         model=common_pb2.ModelSelector(arch="transformer"), beam_size=4,
     )
 
-    def client() -> None:
-        with grpc.insecure_channel(server.target) as ch:
-            stub = translation_pb2_grpc.TranslationStub(ch)
-            go.wait()
-            for _ in range(50):
-                try:
-                    replies = list(stub.TranslateStream(request, timeout=30))
-                    outcome = "ok" if replies and replies[-1].HasField("result") else "incomplete"
-                except grpc.RpcError as err:
-                    outcome = err.code().name
-                with lock:
-                    results.append(outcome)
-                if outcome != "ok":
-                    return
+    def translate(ch: grpc.Channel) -> bool:
+        replies = list(translation_pb2_grpc.TranslationStub(ch).TranslateStream(request, timeout=30))
+        return bool(replies) and replies[-1].HasField("result")
 
-    threads = [threading.Thread(target=client) for _ in range(6)]
-    for t in threads:
-        t.start()
-    go.set()
-    threading.Timer(0.5, server.signal, (signal.SIGTERM,)).start()
-    for t in threads:
-        t.join(60)
-    assert server.stop() == 0
-    assert results.count("ok") > 0
-    assert set(results) <= {"ok", "UNAVAILABLE", "CANCELLED"}, set(results)
-    assert "every in-flight RPC finished within the grace period" in server.logs()
+    results = _calls_through_sigterm(server, translate, clients=6, calls=50, after_s=0.5)
+    _assert_no_accepted_call_was_cut(server, results)
