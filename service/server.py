@@ -97,11 +97,13 @@ class App:
     async def _retire(self, model: ServedModel) -> None:
         """Close a version gone from the store once the requests and streams holding it are done
         (at most GRACE_PERIOD_S later; what still uses it then fails with UNAVAILABLE)."""
-        await asyncio.sleep(_RETIRE_SETTLE_S)
-        deadline = time.monotonic() + self.settings.grace_period_s
-        while model.busy and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        await model.close()
+        try:
+            await asyncio.sleep(_RETIRE_SETTLE_S)
+            deadline = time.monotonic() + self.settings.grace_period_s
+            while model.busy and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+        finally:  # a shutdown cancels the wait: the version still closes
+            await model.close()
 
     async def _publish_status(self) -> None:
         """Health per task and the model_info series, from the store as it is now."""
