@@ -165,7 +165,8 @@ class Batcher(Generic[I, O]):
                 # One input the model cannot take must not fail its batch-mates:
                 # run each alone, so only the ones that fail themselves get the error.
                 for p in batch:
-                    await self._run_batch([p])
+                    if not p.future.done():
+                        await self._run_batch([p])
                 return
             if self._observer:
                 self._observer.on_error(1, exc)
