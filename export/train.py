@@ -492,14 +492,40 @@ def resolve_archs(requested: Sequence[str]) -> list[str]:
     return [a for a in ARCHS if a in requested]  # canonical order, no duplicates
 
 
+def split_files(args: argparse.Namespace, task: str, suffix: str) -> dict[str, Path] | None:
+    """The train/dev/test files: ``--train``/``--dev``/``--test``, else ``<data dir>/<task>/<split><suffix>``.
+    None (and the reason on stderr) when one is missing."""
+    data_dir = args.data_dir or paths.data_dir()
+    files = {name: Path(getattr(args, name) or data_dir / task / f"{name}{suffix}") for name in SPLITS}
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        print(f"seqserve train: missing data file(s): {', '.join(missing)}", file=sys.stderr)
+        return None
+    return files
+
+
+def apply_overrides(settings: Any, overrides: list[str]) -> Any:
+    """``--set KEY=JSON`` on a settings dataclass: ``model.X`` sets a model field, other keys a setting."""
+    for item in overrides:
+        key, _, raw = item.partition("=")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw  # a bare string
+        if key.startswith("model."):
+            settings = replace(settings, model={**settings.model, key[len("model.") :]: value})
+        elif key in settings.__dataclass_fields__:
+            settings = replace(settings, **{key: value})
+        else:
+            raise SystemExit(f"seqserve train: unknown setting {key!r}")
+    return settings
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     task = TASKS[args.task]
-    data_dir = args.data_dir or paths.data_dir()
-    files = {name: getattr(args, name) or data_dir / task.name / f"{name}.tsv" for name in SPLITS}
-    missing = [str(p) for p in files.values() if not Path(p).is_file()]
-    if missing:
-        print(f"seqserve train: missing data file(s): {', '.join(missing)}", file=sys.stderr)
+    files = split_files(args, task.name, ".tsv")
+    if files is None:
         return 2
     out_dir = args.out or paths.runs_dir()
     torch.set_num_threads(args.threads or available_cores())

@@ -50,12 +50,14 @@ from export.tagging.data import (
 from export.tagging.model import CAUSAL_ARCHS, TASK, Tagger, TaggerConfig
 from export.train import (
     TrainSettings,
+    apply_overrides,
     apply_word_dropout,
     available_cores,
     fit,
     make_optimizer,
     resolve_archs,
     seed_everything,
+    split_files,
 )
 from export.vocab import PAD_ID, UNK_ID
 from seqserve.features import FEATURES_NAME, N_FEATURES
@@ -459,29 +461,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def apply_overrides(settings: TagSettings, overrides: list[str]) -> TagSettings:
-    for item in overrides:
-        key, _, raw = item.partition("=")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw  # a bare string
-        if key.startswith("model."):
-            settings = replace(settings, model={**settings.model, key[len("model.") :]: value})
-        elif key in TagSettings.__dataclass_fields__:
-            settings = replace(settings, **{key: value})
-        else:
-            raise SystemExit(f"seqserve train: unknown setting {key!r}")
-    return settings
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    data_dir = args.data_dir or paths.data_dir()
-    files = {name: getattr(args, name) or data_dir / TASK / f"{name}.conll" for name in SPLITS}
-    missing = [str(p) for p in files.values() if not Path(p).is_file()]
-    if missing:
-        print(f"seqserve train: missing data file(s): {', '.join(missing)}", file=sys.stderr)
+    files = split_files(args, TASK, ".conll")
+    if files is None:
         return 2
     out_dir = args.out or paths.runs_dir()
     torch.set_num_threads(args.threads or available_cores())  # --threads 0: all cores

@@ -31,7 +31,15 @@ import torch.nn.functional as F
 from export import paths
 from export.corpora.formats import read_parallel
 from export.models import ARCHS, count_parameters, save_checkpoint
-from export.train import TrainSettings, fit, make_optimizer, resolve_archs, seed_everything
+from export.train import (
+    TrainSettings,
+    apply_overrides,
+    fit,
+    make_optimizer,
+    resolve_archs,
+    seed_everything,
+    split_files,
+)
 from export.translation.decode import translate
 from export.translation.model import TASK, Seq2Seq, Seq2SeqConfig
 from export.translation.vocab import BOS_ID, EOS_ID, PAD_ID, Vocabularies, build_vocabularies
@@ -364,29 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def apply_overrides(settings: MTSettings, overrides: list[str]) -> MTSettings:
-    for item in overrides:
-        key, _, raw = item.partition("=")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        if key.startswith("model."):
-            settings = replace(settings, model={**settings.model, key[len("model.") :]: value})
-        elif key in MTSettings.__dataclass_fields__:
-            settings = replace(settings, **{key: value})
-        else:
-            raise SystemExit(f"seqserve train: unknown setting {key!r}")
-    return settings
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    data_dir = args.data_dir or paths.data_dir()
-    files = {name: getattr(args, name) or data_dir / TASK / f"{name}.tsv" for name in SPLITS}
-    missing = [str(p) for p in files.values() if not Path(p).is_file()]
-    if missing:
-        print(f"seqserve train: missing data file(s): {', '.join(missing)}", file=sys.stderr)
+    files = split_files(args, TASK, ".tsv")
+    if files is None:
         return 2
     out_dir = args.out or paths.runs_dir()
     torch.set_num_threads(max(1, args.threads))
