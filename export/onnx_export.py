@@ -470,13 +470,12 @@ def publish_version(
 # ----------------------------------------------------------------------------- CLI
 
 
-def build_parser() -> argparse.ArgumentParser:
+def export_parser(task: str, description: str) -> argparse.ArgumentParser:
+    """The options every ``seqserve export --task <task>`` command takes."""
     p = argparse.ArgumentParser(
-        prog="seqserve export",
-        description="Export trained checkpoints to ONNX, verify them against PyTorch, "
-        "and add them to a model repository.",
+        prog="seqserve export" + ("" if task == "sentiment" else f" --task {task}"), description=description
     )
-    p.add_argument("--task", default="sentiment", choices=["sentiment"])
+    p.add_argument("--task", choices=[task], default=task, help=argparse.SUPPRESS if task != "sentiment" else None)
     p.add_argument("--arch", nargs="+", default=["all"], choices=[*ARCHS, "all"])
     p.add_argument(
         "--runs",
@@ -487,6 +486,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repository", type=Path, default=Path("models"), help="model repository root (default: ./models)")
     p.add_argument("--version", type=int, default=None, help="version number (default: next free integer per model)")
     return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return export_parser(
+        "sentiment",
+        "Export trained checkpoints to ONNX, verify them against PyTorch, and add them to a model repository.",
+    )
 
 
 def export_runs(

@@ -34,7 +34,6 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from export.models import ARCHS
 from export.onnx_export import (
     EXAMPLE_SHAPE,
     EXPORTER,
@@ -44,6 +43,7 @@ from export.onnx_export import (
     _package_versions,
     compare,
     export_graph,
+    export_parser,
     export_runs,
     median_ms,
     name_io_dims,
@@ -376,22 +376,11 @@ def export_checkpoint(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="seqserve export --task tagging",
-        description="Export tagging checkpoints to ONNX (full-sequence graph, and a step graph for the causal "
+    return export_parser(
+        TASK,
+        "Export tagging checkpoints to ONNX (full-sequence graph, and a step graph for the causal "
         "models), verify them against PyTorch, and add them to a model repository.",
     )
-    p.add_argument("--task", choices=[TASK], default=TASK, help=argparse.SUPPRESS)  # accepted when routed
-    p.add_argument("--arch", nargs="+", default=["all"], choices=[*ARCHS, "all"])
-    p.add_argument(
-        "--runs",
-        type=Path,
-        default=None,
-        help="training runs dir (default: $SEQSERVE_RUNS_DIR or ~/.cache/seqserve/runs)",
-    )
-    p.add_argument("--repository", type=Path, default=Path("models"), help="model repository root (default: ./models)")
-    p.add_argument("--version", type=int, default=None, help="version number (default: next free integer per model)")
-    return p
 
 
 def _summary(m: Manifest) -> str:

@@ -41,7 +41,6 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from export.models import ARCHS
 from export.onnx_export import (
     EXPORTER,
     PARITY_ATOL,
@@ -49,6 +48,7 @@ from export.onnx_export import (
     _package_versions,
     compare,
     export_graph,
+    export_parser,
     export_runs,
     median_ms,
     name_io_dims,
@@ -405,17 +405,11 @@ def export_checkpoint(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="seqserve export --task translation",
-        description="Export translation checkpoints to ONNX (encoder + decoder step), verify them against "
+    return export_parser(
+        TASK,
+        "Export translation checkpoints to ONNX (encoder + decoder step), verify them against "
         "PyTorch (tensors and decoded tokens), and add them to a model repository.",
     )
-    p.add_argument("--task", choices=[TASK], default=TASK, help=argparse.SUPPRESS)
-    p.add_argument("--arch", nargs="+", default=["all"], choices=[*ARCHS, "all"])
-    p.add_argument("--runs", type=Path, default=None, help="training runs dir (default: $SEQSERVE_RUNS_DIR)")
-    p.add_argument("--repository", type=Path, default=Path("models"), help="model repository root (default: ./models)")
-    p.add_argument("--version", type=int, default=None)
-    return p
 
 
 def _summary(m: Manifest) -> str:
