@@ -438,43 +438,40 @@ def format_table(results: list[RunResult], metric: str) -> str:
 # ----------------------------------------------------------------------------- CLI
 
 
+def train_parser(
+    task: str, description: str, profiles: Sequence[str], suffix: str, threads: int | None
+) -> argparse.ArgumentParser:
+    """The options every ``seqserve train --task <task>`` command takes (``--set`` included)."""
+    routed = task != "sentiment"
+    p = argparse.ArgumentParser(prog="seqserve train" + (f" --task {task}" if routed else ""), description=description)
+    p.add_argument("--arch", nargs="+", default=["all"], choices=[*ARCHS, "all"],
+                   help="architectures to train (default: all)")
+    p.add_argument("--profile", choices=sorted(profiles), default="quick",
+                   help="quick: minutes on 2 CPU cores; full: best quality")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="corpora root (default: $SEQSERVE_DATA_DIR or ~/.cache/seqserve/data)")
+    for split, what in (("train", "training file"), ("dev", "dev file for early stopping"), ("test", "test file")):
+        p.add_argument(f"--{split}", type=Path, help=f"{what} (default: <data-dir>/{task}/{split}{suffix})")
+    p.add_argument("--out", type=Path, default=None,
+                   help="runs directory (default: $SEQSERVE_RUNS_DIR or ~/.cache/seqserve/runs)")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--threads", type=int, default=threads,
+                   help=f"torch intra-op threads (default: {threads or 'all cores'})")
+    p.add_argument("--max-epochs", type=int, default=None, help="override the profile's epoch limit")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                   help="override a profile setting, e.g. --set lr=1e-3 --set model.hidden_dim=128")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="seqserve train",
-        description="Train sequence models (rnn, lstm, gru, bilstm, transformer) and write checkpoints.",
+    p = train_parser(
+        "sentiment", "Train sequence models (rnn, lstm, gru, bilstm, transformer) and write checkpoints.",
+        PROFILES, ".tsv", threads=None,
     )
     p.add_argument(
         "--task", choices=sorted(TASKS), default="sentiment", help="tagging: see seqserve train --task tagging --help"
     )
-    p.add_argument(
-        "--arch",
-        nargs="+",
-        default=["all"],
-        choices=[*ARCHS, "all"],
-        help="architectures to train (default: all)",
-    )
-    p.add_argument(
-        "--profile",
-        choices=sorted(PROFILES),
-        default="quick",
-        help="quick: minutes on a laptop CPU; full: best quality",
-    )
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="corpora root (default: $SEQSERVE_DATA_DIR or ~/.cache/seqserve/data)",
-    )
-    p.add_argument("--train", type=Path, help="training file (default: <data-dir>/<task>/train.tsv)")
-    p.add_argument("--dev", type=Path, help="dev file for early stopping (default: <data-dir>/<task>/dev.tsv)")
-    p.add_argument("--test", type=Path, help="test file (default: <data-dir>/<task>/test.tsv)")
-    p.add_argument(
-        "--out", type=Path, default=None, help="runs directory (default: $SEQSERVE_RUNS_DIR or ~/.cache/seqserve/runs)"
-    )
-    p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
-    p.add_argument("--max-epochs", type=int, default=None, help="override the profile's epoch limit")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
@@ -539,6 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = PROFILES[args.profile][arch]
         if args.max_epochs:
             settings = replace(settings, max_epochs=args.max_epochs)
+        settings = apply_overrides(settings, args.set)
         key = (settings.min_count, settings.max_vocab)  # archs sharing vocab settings share the encoded data
         if key not in data_cache:
             try:

@@ -58,6 +58,7 @@ from export.train import (
     resolve_archs,
     seed_everything,
     split_files,
+    train_parser,
 )
 from export.vocab import PAD_ID, UNK_ID
 from seqserve.features import FEATURES_NAME, N_FEATURES
@@ -418,46 +419,19 @@ def format_table(results: list[RunResult]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="seqserve train --task tagging",
-        description="Train part-of-speech taggers (rnn, lstm, gru, bilstm, transformer) and write checkpoints.",
+    # Threads default 1, unlike sentiment: these narrow models gain little from a second thread,
+    # and on cores shared with other jobs 2 spinning threads made training ~10x slower (measured).
+    p = train_parser(
+        TASK, "Train part-of-speech taggers (rnn, lstm, gru, bilstm, transformer) and write checkpoints.",
+        PROFILES, ".conll", threads=1,
     )
     p.add_argument("--task", choices=[TASK], default=TASK, help=argparse.SUPPRESS)  # accepted when routed
-    p.add_argument("--arch", nargs="+", default=["all"], choices=[*ARCHS, "all"])
-    p.add_argument(
-        "--profile", choices=sorted(PROFILES), default="quick", help="quick: minutes on 2 CPU cores; full: best quality"
-    )
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="corpora root (default: $SEQSERVE_DATA_DIR or ~/.cache/seqserve/data)",
-    )
-    p.add_argument("--train", type=Path, help="training file (default: <data-dir>/tagging/train.conll)")
-    p.add_argument("--dev", type=Path, help="dev file for early stopping (default: <data-dir>/tagging/dev.conll)")
-    p.add_argument("--test", type=Path, help="test file (default: <data-dir>/tagging/test.conll)")
-    p.add_argument(
-        "--out", type=Path, default=None, help="runs directory (default: $SEQSERVE_RUNS_DIR or ~/.cache/seqserve/runs)"
-    )
-    p.add_argument("--seed", type=int, default=1234)
-    # Default 1, unlike sentiment: these narrow models gain little from a second thread, and on
-    # cores shared with other jobs 2 spinning threads made training ~10x slower (measured).
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default: 1)")
-    p.add_argument("--max-epochs", type=int, default=None, help="override the profile's epoch limit")
     p.add_argument("--max-train-sentences", type=int, default=None, help="override the profile's training sample")
     p.add_argument(
         "--no-features",
         action="store_true",
         help="ids only, no suffix/shape features (ablation; such checkpoints cannot be exported)",
     )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=JSON",
-        help="override a profile setting for experiments, e.g. --set lr=1e-3 --set model.hidden_dim=128",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 

@@ -39,6 +39,7 @@ from export.train import (
     resolve_archs,
     seed_everything,
     split_files,
+    train_parser,
 )
 from export.translation.decode import translate
 from export.translation.model import TASK, Seq2Seq, Seq2SeqConfig
@@ -349,26 +350,11 @@ def format_table(results: list[RunResult], beam_size: int) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="seqserve train --task translation",
-        description="Train English->Spanish encoder-decoders (rnn, lstm, gru, bilstm, transformer).",
+    p = train_parser(
+        TASK, "Train English->Spanish encoder-decoders (rnn, lstm, gru, bilstm, transformer).", PROFILES, ".tsv",
+        threads=1,
     )
     p.add_argument("--task", choices=[TASK], default=TASK, help=argparse.SUPPRESS)
-    p.add_argument("--arch", nargs="+", default=["all"], choices=[*ARCHS, "all"])
-    p.add_argument("--profile", choices=sorted(PROFILES), default="quick")
-    p.add_argument("--data-dir", type=Path, default=None, help="corpora root (default: $SEQSERVE_DATA_DIR)")
-    p.add_argument("--train", type=Path)
-    p.add_argument("--dev", type=Path)
-    p.add_argument("--test", type=Path)
-    p.add_argument("--out", type=Path, default=None, help="runs directory (default: $SEQSERVE_RUNS_DIR)")
-    p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default: 1)")
-    p.add_argument("--max-epochs", type=int, default=None)
-    p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=JSON",
-        help="override a profile setting, e.g. --set subwords='\"words\"' --set model.hidden_dim=128",
-    )
-    p.add_argument("--no-progress", action="store_true")
     return p
 
 
