@@ -187,9 +187,10 @@ def test_every_architecture_answers_through_nginx(stack: Stack) -> None:
 def test_calls_through_nginx_reach_every_replica(stack: Stack) -> None:
     drive_traffic(stack.grpc_target)
     replicas = {"server-1:8000", "server-2:8000"}
-    seen = wait_for("replicas with calls in Prometheus",
-                    lambda: ((c := calls_by_instance(stack.prometheus_url)).keys() == replicas and all(c.values()), c))
-    assert sum(seen.values()) >= len(ARCHS) * 7
+    # A scrape may land while the traffic runs: wait until Prometheus has at least what was sent.
+    wait_for("every replica's calls in Prometheus", lambda: (
+        (c := calls_by_instance(stack.prometheus_url)).keys() == replicas and all(c.values())
+        and sum(c.values()) >= len(ARCHS) * 7, c))
 
 
 def test_every_dashboard_query_has_series_for_every_architecture(stack: Stack) -> None:
