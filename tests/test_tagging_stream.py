@@ -21,7 +21,7 @@ class _Entry:
 class CausalStandIn:
     """Tags each word with its stream position, which only carried state can know."""
 
-    mode, lookahead, executor, entry = "causal", 0, None, _Entry()
+    mode, lookahead, entry = "causal", 0, _Entry()
 
     def encode(self, words):
         return Encoded(words, [0] * len(words), [[0]] * len(words))
@@ -38,7 +38,7 @@ class CausalStandIn:
 class LookaheadStandIn:
     """Tags each word with the words after it in the window it was seen in."""
 
-    mode, executor, entry = "lookahead", None, _Entry()
+    mode, entry = "lookahead", _Entry()
 
     def __init__(self, k):
         self.lookahead = k

@@ -74,7 +74,7 @@ class TaggingModel:
         assert entry.manifest is not None
         self.entry = entry
         self.manifest = entry.manifest
-        self._runtime, self._settings, self._metrics, self.executor = runtime, settings, metrics, executor
+        self._runtime, self._settings, self._metrics, self._executor = runtime, settings, metrics, executor
         self._name = f"{TASK}/{entry.arch}/{entry.version}"
         self._batcher: Batcher[Encoded, list[tuple[str, float]]] | None = None
         self.step_session = None
@@ -96,12 +96,12 @@ class TaggingModel:
             self.state_specs = [(st["name"], list(st["shape"])) for st in m.streaming["state"]]
             self.step_session = self._runtime.session(folder / m.files["step"])
             self._step_batcher = model_batcher(
-                self._run_steps, self.entry, s, self._metrics, self.executor, admission=False
+                self._run_steps, self.entry, s, self._metrics, self._executor, admission=False
             )
         elif self.lookahead >= s.lookahead_window:
             raise ValueError(f"{folder}: lookahead {self.lookahead} needs SEQSERVE_LOOKAHEAD_WINDOW above it")
         self._session = self._runtime.session(folder / m.files["model"])
-        self._batcher = model_batcher(self._run_full, self.entry, s, self._metrics, self.executor)
+        self._batcher = model_batcher(self._run_full, self.entry, s, self._metrics, self._executor)
 
     @property
     def ready(self) -> bool:
