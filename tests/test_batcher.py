@@ -71,6 +71,41 @@ async def test_zero_wait_still_takes_what_is_already_queued():
     await b.close()
 
 
+async def test_zero_wait_takes_items_that_arrive_in_the_same_turn_of_the_event_loop():
+    # A request handler unpacks its message before it submits; the worker waits one
+    # turn of the loop so requests that came in together still share a run.
+    rec = Recorder()
+    b = make(rec, max_wait_s=0.0)
+
+    async def later(i: int) -> int:
+        await asyncio.sleep(0)
+        return await b.submit(i)
+
+    assert await asyncio.gather(b.submit(1), later(2)) == [10, 20]
+    assert rec.batches == [[1, 2]]
+    await b.close()
+
+
+async def test_inline_single_runs_a_lone_item_on_the_event_loop_thread_and_batches_elsewhere():
+    threads: list[int] = []
+
+    def run(items: list[int]) -> list[int]:
+        threads.append(threading.get_ident())
+        return items
+
+    loop_thread = threading.get_ident()
+    b = Batcher(run, max_batch_size=8, max_wait_s=0, max_queue=10, executor=ThreadPoolExecutor(1),
+                inline_single=True)
+    assert await b.submit(1) == 1
+    assert await asyncio.gather(*(b.submit(i) for i in range(3))) == [0, 1, 2]
+    assert threads[0] == loop_thread and threads[1] != loop_thread
+    await b.close()
+    off = Batcher(run, max_batch_size=8, max_wait_s=0, max_queue=10, executor=ThreadPoolExecutor(1))
+    assert await off.submit(5) == 5
+    assert threads[2] != loop_thread
+    await off.close()
+
+
 async def test_an_error_reaches_every_waiter_of_the_batch_and_the_batcher_goes_on():
     rec = Recorder()
     broken = {"on": True}

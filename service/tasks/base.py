@@ -56,6 +56,7 @@ def model_batcher(
         observer=ModelObserver(metrics, entry.task, entry.arch),
         name=f"{entry.task}/{entry.arch}/{entry.version}",
         admission=admission_for(settings, settings.inference_threads) if admission else None,
+        inline_single=settings.inline_single_runs,
     )
 
 
