@@ -70,7 +70,10 @@ bench: setup deploy-tools peer-tools
 	$(BIN)/python -m bench.streams --archs lstm --streams 16 64 256 --rate 0 --compare
 	$(BIN)/python -m bench.translation
 	$(BIN)/python -m bench.peer
+	$(BIN)/python -m bench.sweep --tasks sentiment --archs lstm --channels 4
+	$(BIN)/python -m bench.sweep --tasks sentiment --archs lstm --channels 4 --set processes=2
 	$(BIN)/python -m bench.overload
+	$(BIN)/python -m bench.overload --budget-ms 100
 	$(BIN)/python -m bench.slow_reader
 	$(BIN)/python -m bench.soak --minutes 10
 

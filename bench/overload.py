@@ -8,8 +8,8 @@ because there the model's compute, not the gRPC transport, is what runs out: one
 client process can offer it 10x what it sustains, which it cannot do for greedy
 decoding or sentiment on this machine (their sustained rates are a good part of
 what the transport carries).
-Steps: p99 unloaded (one call at a time); sustainable rate (closed loop, 32 calls in
-flight); then Poisson arrivals at each multiple of that rate (open loop: arrivals do
+Steps: p99 unloaded (one call at a time) and the sustainable rate (closed loop, 32
+calls in flight), both with admission off; then, on a server with ``--budget-ms``, Poisson arrivals at each multiple of that rate (open loop: arrivals do
 not wait for answers). Reports admitted p50/p99 and their ratio to the unloaded p99,
 the share refused with RESOURCE_EXHAUSTED, any other error, and the server's RSS
 sampled every half second. Writes runs/bench/overload-*.json.
@@ -99,9 +99,11 @@ def main() -> None:
     p.add_argument("--budget-ms", type=float, default=1000.0, help="SEQSERVE_OVERLOAD_BUDGET_MS for this run")
     p.add_argument("--repository", type=Path, default=Path("models"))
     args = p.parse_args()
-    with seqserve_server(args.repository, tasks='["translation"]', overload_budget_ms=str(args.budget_ms)) as server:
+    # The limits with admission off, so that refusals do not pass for capacity.
+    with seqserve_server(args.repository, tasks='["translation"]', overload_budget_ms="0") as server:
         unloaded = asyncio.run(closed(server.target, args.arch, args.beam, 1, args.seconds))
         sustained = asyncio.run(closed(server.target, args.arch, args.beam, 32, args.seconds))
+    with seqserve_server(args.repository, tasks='["translation"]', overload_budget_ms=str(args.budget_ms)) as server:
         rows, runs = [], {}
         for m in args.multiples:
             r = asyncio.run(open_loop(server.target, args.arch, args.beam, m * sustained.per_second, args.seconds, server))

@@ -1,7 +1,7 @@
 """Concurrency sweeps per task and architecture, beside the limits measured in the same run.
 
     .venv/bin/python -m bench.sweep [--tasks sentiment tagging translation] [--archs lstm gru]
-        [--concurrency 1 4 16 64 256] [--seconds 5] [--repository models] [--processes 1]
+        [--concurrency 1 4 16 64 256] [--seconds 5] [--repository models] [--channels 1] [--set processes=2]
 
 For each concurrency: a trivial gRPC echo (bench/echo.py, same request size) and
 the service (a fresh server on ``--repository``), both driven by the same
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -60,10 +61,17 @@ def request_for(task: str, arch: str) -> tuple[object, Callable[[grpc.aio.Channe
 
 
 async def drive(target: str, make: Callable[[grpc.aio.Channel], Callable[..., Awaitable]], request: object,
-                concurrency: int, seconds: float) -> LoadResult:
-    async with grpc.aio.insecure_channel(target) as channel:
-        method = make(channel)
-        return await closed_loop(lambda: method(request, timeout=30), concurrency, seconds)
+                concurrency: int, seconds: float, channels: int = 1) -> LoadResult:
+    """Closed loop over ``channels`` connections (calls take them in turn): the kernel
+    hands each connection to one server process, so several processes need several."""
+    opened = [grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+              for _ in range(channels)]
+    methods = itertools.cycle([make(ch) for ch in opened])
+    try:
+        return await closed_loop(lambda: next(methods)(request, timeout=30), concurrency, seconds)
+    finally:
+        for ch in opened:
+            await ch.close()
 
 
 def echo_call(channel: grpc.aio.Channel) -> Callable[..., Awaitable]:
@@ -107,6 +115,8 @@ def main() -> None:
     p.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 16, 64, 256])
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--repository", type=Path, default=Path("models"))
+    p.add_argument("--channels", type=int, default=1,
+                   help="client connections (each server process gets whole connections)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="a server setting for this run, e.g. --set max_batch_size=64")
     args = p.parse_args()
@@ -116,7 +126,7 @@ def main() -> None:
 
     with echo_server() as echo:
         for c in args.concurrency:
-            results["echo"][c] = asyncio.run(drive(echo, echo_call, SENTENCE.encode() * 2, c, args.seconds))
+            results["echo"][c] = asyncio.run(drive(echo, echo_call, SENTENCE.encode() * 2, c, args.seconds, args.channels))
     with seqserve_server(args.repository, tasks=_json_list(args.tasks), **overrides) as server:
         target = server.target
         for task in args.tasks:
@@ -126,7 +136,7 @@ def main() -> None:
                 raw1 = raw_ort_ms(task, arch, args.repository, 1)
                 for c in args.concurrency:
                     raw_b = raw1 if c == 1 else raw_ort_ms(task, arch, args.repository, min(c, max_batch))
-                    res = asyncio.run(drive(target, make, request, c, args.seconds))
+                    res = asyncio.run(drive(target, make, request, c, args.seconds, args.channels))
                     e: LoadResult = results["echo"][c]
                     task_results[f"{arch}/{c}"] = {"service": res, "raw_ort_ms_batch1": raw1,
                                                    "raw_ort_ms_batch": raw_b, "echo": e}
