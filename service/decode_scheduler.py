@@ -64,10 +64,13 @@ class _Event:
 
 
 class DecodeJob:
-    """One request in the scheduler: read ``events()``; ``cancel()`` stops it at the next step."""
+    """One request in the scheduler: read ``events()``; ``cancel()`` stops it at the next step.
+    Without ``progress`` only the end is posted: a unary call has no use for each step's
+    tokens, and every post wakes the event loop from the decode thread."""
 
-    def __init__(self, src: list[int], search: Search, deadline: float | None, loop: asyncio.AbstractEventLoop):
-        self.src, self.search, self.deadline = src, search, deadline
+    def __init__(self, src: list[int], search: Search, deadline: float | None, loop: asyncio.AbstractEventLoop,
+                 progress: bool = True):
+        self.src, self.search, self.deadline, self.progress = src, search, deadline, progress
         self.submitted = time.perf_counter()
         self.first_token_at: float | None = None
         self.finished_at: float | None = None
@@ -102,7 +105,8 @@ class DecodeJob:
         if len(certain) > self._sent:
             if self.first_token_at is None:
                 self.first_token_at = time.perf_counter()
-            self._post(_Event(tokens=certain[self._sent :]))
+            if self.progress:
+                self._post(_Event(tokens=certain[self._sent :]))
             self._sent = len(certain)
 
 
@@ -142,8 +146,10 @@ class DecodeScheduler:
 
     # -- the event loop side
 
-    def submit(self, src: list[int], search: Search, deadline: float | None = None) -> DecodeJob:
-        job = DecodeJob(src, search, deadline, asyncio.get_running_loop())
+    def submit(
+        self, src: list[int], search: Search, deadline: float | None = None, progress: bool = True
+    ) -> DecodeJob:
+        job = DecodeJob(src, search, deadline, asyncio.get_running_loop(), progress)
         with self._cond:
             if self._closed:
                 raise Unavailable(f"{self._name} is shutting down")

@@ -107,6 +107,18 @@ async def test_concurrent_requests_each_get_their_own_answer(mode: str) -> None:
     assert rec.running[-1] == 0
 
 
+async def test_without_progress_only_the_answer_is_posted_and_time_to_first_token_still_counts() -> None:
+    lm, rec = CacheLM(3), Recorder()
+    sched = scheduler(lm, rec)
+    try:
+        ids, kind, limit = [5, 6, 7], "greedy", 12
+        streamed, result = await collect(sched.submit(ids, search(kind, limit), progress=False))
+    finally:
+        sched.close()
+    assert streamed == [] and [h.tokens for h in result.hypotheses] == alone(lm, ids, kind, limit)
+    assert decoding.strip_eos(result.tokens, EOS) and len(rec.first_tokens) == 1
+
+
 def gated(lm: CacheLM) -> tuple[threading.Event, callable]:
     """A step that waits for the test between calls, so a request can be caught mid-decode."""
     gate = threading.Event()

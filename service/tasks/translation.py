@@ -105,9 +105,9 @@ class TranslationModel:
     def busy(self) -> int:
         return self._scheduler.requests if self._scheduler else 0
 
-    def submit(self, prepared: Prepared, deadline: float | None) -> DecodeJob:
+    def submit(self, prepared: Prepared, deadline: float | None, progress: bool = True) -> DecodeJob:
         assert self._scheduler is not None, "load() first"
-        return self._scheduler.submit(prepared.src, prepared.search, deadline)
+        return self._scheduler.submit(prepared.src, prepared.search, deadline, progress)
 
     def result(self, translation: Translation, source_length: int) -> Result:
         return Result(
@@ -171,12 +171,14 @@ class TranslationTask:
         return Prepared(src, search)
 
     async def stream(
-        self, model: TranslationModel, text: str, options: Options, deadline: float | None = None
+        self, model: TranslationModel, text: str, options: Options, deadline: float | None = None,
+        pieces: bool = True,
     ) -> AsyncIterator[str | Result]:
-        """Text pieces of the best translation as they become certain, then the ``Result``.
-        Closing the iterator early (a cancelled call) stops the decoding at the next step."""
+        """Text pieces of the best translation as they become certain (unless not ``pieces``),
+        then the ``Result``. Closing the iterator early (a cancelled call) stops the decoding
+        at the next step."""
         prepared = self.prepare(model, text, options)
-        job = model.submit(prepared, deadline)
+        job = model.submit(prepared, deadline, progress=pieces)
         detokenizer = model.target.detokenizer()
         try:
             async for event in job.events():
@@ -192,7 +194,7 @@ class TranslationTask:
     async def translate(
         self, model: TranslationModel, text: str, options: Options, deadline: float | None = None
     ) -> Result:
-        async with contextlib.aclosing(self.stream(model, text, options, deadline)) as events:
+        async with contextlib.aclosing(self.stream(model, text, options, deadline, pieces=False)) as events:
             async for event in events:
                 if isinstance(event, Result):
                     return event
