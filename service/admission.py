@@ -6,8 +6,11 @@ works (requests finished per second of busy time, over its recent runs, times th
 runs it can do at once), so a model that was idle a moment ago keeps its estimate. A
 request is admitted while what the model holds would be done within the budget;
 past that, RESOURCE_EXHAUSTED at once, and admitted requests keep their latency.
-Below ``floor`` requests everything is admitted (a batch must be able to fill, and
-a model with no history yet has no estimate).
+An idle model always admits. Until its recent history has seen ``floor`` requests
+finish, a model admits up to ``floor`` at once whatever the estimate says: an
+estimate from a first batch that has not finished yet is far too low, and a
+batch must be able to fill. After that the budget alone decides, so a budget
+shorter than a full batch's time is honoured.
 """
 
 from __future__ import annotations
@@ -27,18 +30,23 @@ class Admission:
         with self._lock:
             self._runs.append((finished, busy_seconds))
 
+    def _history(self) -> tuple[int, float]:
+        with self._lock:
+            return sum(n for n, _ in self._runs), sum(s for _, s in self._runs)
+
     def capacity(self) -> float:
         """Requests finished per second of work, times the runs that go at once (0: no history)."""
-        with self._lock:
-            finished = sum(n for n, _ in self._runs)
-            busy = sum(s for _, s in self._runs)
+        finished, busy = self._history()
         return finished / busy * self._parallel if busy > 0 else 0.0
 
     def refusal(self, held: int) -> str:
         """Why one more request is refused when the model holds ``held``; "" admits it."""
-        if not self.budget_s or held < self.floor:
+        if not self.budget_s or held == 0:
             return ""
-        capacity = self.capacity()
+        finished, busy = self._history()
+        if finished < self.floor and held < self.floor:
+            return ""  # too little history to trust yet
+        capacity = finished / busy * self._parallel if busy > 0 else 0.0
         if not capacity or held < capacity * self.budget_s:
             return ""
         return (

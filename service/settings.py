@@ -71,9 +71,11 @@ class Settings(BaseSettings):
     overload_budget_ms: float = Field(1000.0, ge=0)
     """Latency budget for admission: a model refuses a new request (RESOURCE_EXHAUSTED,
     at once) when the requests it already holds would take longer than this at its
-    measured capacity; below SEQSERVE_MAX_BATCH_SIZE requests it admits all. 0 turns
-    it off (then only SEQSERVE_MAX_QUEUE bounds the queue). Streams are admitted when
-    they open (SEQSERVE_MAX_STREAMS), not per token."""
+    measured capacity. An idle model admits; until SEQSERVE_MAX_BATCH_SIZE requests
+    have finished in its recent history, it admits that many at once whatever its
+    (still unreliable) estimate. 0 turns it off (then only SEQSERVE_MAX_QUEUE bounds
+    the queue). Streams are admitted when they open (SEQSERVE_MAX_STREAMS), not per
+    token."""
 
     max_text_chars: int = Field(2000, ge=1)
     """Longest text accepted, in characters (INVALID_ARGUMENT beyond)."""

@@ -24,7 +24,18 @@ def test_capacity_is_requests_per_busy_second_times_parallel_runs():
     assert a.refusal(99) == ""  # 99 ahead: 99 ms of work, inside 100 ms
     refusal = a.refusal(100)
     assert "100 requests ahead" in refusal and "100 ms budget" in refusal
-    assert a.refusal(1) == ""  # under the floor: always
+    assert a.refusal(1) == ""  # 1 ahead: 1 ms of work
+
+
+def test_below_the_floor_only_a_thin_history_admits_whatever_the_estimate():
+    a = Admission(budget_s=0.1, floor=8)
+    a.record(1, 1.0)  # one request finished in a second: 1/s, probably a first batch still running
+    assert a.refusal(7) == ""  # too little history to trust: up to the floor goes in
+    assert "overloaded" in a.refusal(8)
+    for _ in range(8):
+        a.record(1, 1.0)  # nine finished now, and still 1/s: believed
+    assert a.refusal(0) == ""  # an idle model always admits
+    assert "overloaded" in a.refusal(1)  # 1 ahead is a second of work, over the 100 ms budget
 
 
 def test_a_zero_budget_admits_everything():
