@@ -155,3 +155,14 @@ def calls_by_instance(prometheus_url: str) -> dict[str, float]:
     """Sentiment calls each scraped replica counted, as Prometheus has them."""
     series = prom_query(prometheus_url, 'sum by (instance) (seqserve_requests_total{task="sentiment"})')
     return {s["metric"]["instance"]: float(s["value"][1]) for s in series}
+
+
+def expected_names() -> set[str]:
+    """Request names a short locust run must report: every architecture's Classify and TagStream."""
+    return {f"sentiment/{arch} Classify" for arch in ARCHS} | {f"tagging/{arch} TagStream" for arch in ARCHS}
+
+
+def reported(summary: str, csv_rows: dict[str, Any]) -> set[str]:
+    """Names locust reported, in its CSV or its final summary: a stream that ends as the
+    users stop can land in the summary after the CSV's last write."""
+    return set(csv_rows) | {name for name in expected_names() if name in summary}
