@@ -82,18 +82,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_serving(target: str, timeout: float = 120.0) -> None:
+def wait_until(target: str, ready: Callable[[grpc.Channel], bool], what: str, timeout: float = 120.0) -> None:
+    """Poll ``ready(channel)`` until it is true; an RPC error counts as not yet."""
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
+                if ready(channel):
                     return
             except grpc.RpcError:
                 pass
             time.sleep(0.2)
-    raise TimeoutError(f"{target} not SERVING after {timeout:.0f}s")
+    raise TimeoutError(f"{target} not {what} after {timeout:.0f}s")
+
+
+def wait_serving(target: str, timeout: float = 120.0) -> None:
+    wait_until(target, lambda ch: health_pb2_grpc.HealthStub(ch).Check(
+        health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING, "SERVING", timeout)
 
 
 @dataclass

@@ -20,13 +20,12 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import grpc
 import numpy as np
 
-from bench.common import ROOT, LoadResult, closed_loop, free_port, save, seqserve_server, table
+from bench.common import ROOT, LoadResult, closed_loop, free_port, save, seqserve_server, table, wait_until
 from bench.sweep import SENTENCE
 from seqserve.kserve import grpc_predict_v2_pb2 as pb
 from seqserve.kserve import grpc_predict_v2_pb2_grpc as pb_grpc
@@ -58,17 +57,8 @@ async def drive(target: str, request: pb.ModelInferRequest, concurrency: int, se
 
 
 def wait_ready(target: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(target) as channel:
-        stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                if stub.ServerReady(pb.ServerReadyRequest(), timeout=1).ready:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.5)
-    raise TimeoutError(f"MLServer at {target} not ready after {timeout:.0f}s")
+    wait_until(target, lambda ch: pb_grpc.GRPCInferenceServiceStub(ch).ServerReady(
+        pb.ServerReadyRequest(), timeout=1).ready, "ready (MLServer)", timeout)
 
 
 def start_mlserver(model_file: Path, name: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
