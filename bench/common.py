@@ -97,8 +97,9 @@ def wait_until(target: str, ready: Callable[[grpc.Channel], bool], what: str, ti
 
 
 def wait_serving(target: str, timeout: float = 120.0) -> None:
+    serving = health_pb2.HealthCheckResponse.SERVING
     wait_until(target, lambda ch: health_pb2_grpc.HealthStub(ch).Check(
-        health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING, "SERVING", timeout)
+        health_pb2.HealthCheckRequest(), timeout=1).status == serving, "SERVING", timeout)
 
 
 @dataclass

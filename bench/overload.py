@@ -9,8 +9,9 @@ client process can offer it 10x what it sustains, which it cannot do for greedy
 decoding or sentiment on this machine (their sustained rates are a good part of
 what the transport carries).
 Steps: p99 unloaded (one call at a time) and the sustainable rate (closed loop, 32
-calls in flight), both with admission off; then, on a server with ``--budget-ms``, Poisson arrivals at each multiple of that rate (open loop: arrivals do
-not wait for answers). Reports admitted p50/p99 and their ratio to the unloaded p99,
+calls in flight), both with admission off; then, on a server with ``--budget-ms``,
+Poisson arrivals at each multiple of that rate (open loop: arrivals do not wait for
+answers). Reports admitted p50/p99 and their ratio to the unloaded p99,
 the share refused with RESOURCE_EXHAUSTED, any other error, and the server's RSS
 sampled every half second. Writes runs/bench/overload-*.json.
 """
@@ -106,13 +107,15 @@ def main() -> None:
     with seqserve_server(args.repository, tasks='["translation"]', overload_budget_ms=str(args.budget_ms)) as server:
         rows, runs = [], {}
         for m in args.multiples:
-            r = asyncio.run(open_loop(server.target, args.arch, args.beam, m * sustained.per_second, args.seconds, server))
+            rate = m * sustained.per_second
+            r = asyncio.run(open_loop(server.target, args.arch, args.beam, rate, args.seconds, server))
             runs[str(m)] = r
             other = {k: v for k, v in r["codes"].items() if k not in ("OK", "RESOURCE_EXHAUSTED")}
             rows.append([f"{m:g}x", r["rate"], r["offered"], r["admitted"], f"{100 * r['refused_share']:.0f}%",
                          r["p50_ms"], r["p99_ms"], f"{r['p99_ms'] / unloaded.p99_ms:.2f}", str(other or "-"),
                          f"{r['rss_mb']['start']:.0f}/{r['rss_mb']['max']:.0f}/{r['rss_mb']['end']:.0f}"])
-    print(f"translation/{args.arch}, beam {args.beam}: unloaded p50 {unloaded.p50_ms:.1f} ms, p99 {unloaded.p99_ms:.1f} ms; "
+    print(f"translation/{args.arch}, beam {args.beam}: "
+          f"unloaded p50 {unloaded.p50_ms:.1f} ms, p99 {unloaded.p99_ms:.1f} ms; "
           f"sustained {sustained.per_second:.1f}/s at 32 in flight (p99 {sustained.p99_ms:.0f} ms); "
           f"budget {args.budget_ms:g} ms")
     print(table(["load", "arrivals/s", "offered", "admitted", "refused", "p50 ms", "p99 ms", "p99 / unloaded",

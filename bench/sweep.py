@@ -126,7 +126,8 @@ def main() -> None:
 
     with echo_server() as echo:
         for c in args.concurrency:
-            results["echo"][c] = asyncio.run(drive(echo, echo_call, SENTENCE.encode() * 2, c, args.seconds, args.channels))
+            results["echo"][c] = asyncio.run(
+                drive(echo, echo_call, SENTENCE.encode() * 2, c, args.seconds, args.channels))
     with seqserve_server(args.repository, tasks=_json_list(args.tasks), **overrides) as server:
         target = server.target
         for task in args.tasks:

@@ -36,7 +36,9 @@ class Admission:
 
     def capacity(self) -> float:
         """Requests finished per second of work, times the runs that go at once (0: no history)."""
-        finished, busy = self._history()
+        return self._capacity(*self._history())
+
+    def _capacity(self, finished: int, busy: float) -> float:
         return finished / busy * self._parallel if busy > 0 else 0.0
 
     def refusal(self, held: int) -> str:
@@ -46,7 +48,7 @@ class Admission:
         finished, busy = self._history()
         if finished < self.floor and held < self.floor:
             return ""  # too little history to trust yet
-        capacity = finished / busy * self._parallel if busy > 0 else 0.0
+        capacity = self._capacity(finished, busy)
         if not capacity or held < capacity * self.budget_s:
             return ""
         return (
