@@ -91,7 +91,10 @@ class _WrappingInterceptor(grpc.aio.ServerInterceptor):
     work that the event loop, the service's bottleneck, can do without."""
 
     def __init__(self) -> None:
-        self._wrapped: dict[tuple[str, int], tuple[grpc.RpcMethodHandler, Any]] = {}
+        # The last handler seen per method and its wrapping: one entry per method, so an
+        # inner interceptor that hands out a fresh handler per call (auth refusing one)
+        # costs a rebuild, never memory.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, Any]] = {}
 
     async def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -100,11 +103,10 @@ class _WrappingInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None:
             return handler
-        key = (details.method, id(handler))
-        kept = self._wrapped.get(key)
-        if kept is None or kept[0] is not handler:  # keeping the handler keeps its id() its own
-            kept = self._wrapped[key] = (handler, rewrap(handler, self._unary, self._stream, details,
-                                                 self._deserializer(handler)))
+        kept = self._wrapped.get(details.method)
+        if kept is None or kept[0] is not handler:
+            wrapped = rewrap(handler, self._unary, self._stream, details, self._deserializer(handler))
+            kept = self._wrapped[details.method] = (handler, wrapped)
         return kept[1]
 
     def _deserializer(self, handler: grpc.RpcMethodHandler) -> Callable[[bytes], Any] | None:
