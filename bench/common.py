@@ -107,12 +107,30 @@ class RunningServer:
     target: str
     pid: int
 
-    def rss_mb(self) -> float:
-        """The server's resident memory now."""
-        for line in open(f"/proc/{self.pid}/status"):
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+    def memory_mb(self) -> float:
+        """The server's memory now: proportional set size summed over it and its decode
+        processes (PSS, so pages the workers share are counted once, not per process)."""
+        return sum(_pss_kb(pid) for pid in _tree(self.pid)) / 1024
+
+
+def _tree(pid: int) -> list[int]:
+    """A process and its descendants."""
+    try:
+        children = [int(c) for t in os.listdir(f"/proc/{pid}/task")
+                    for c in open(f"/proc/{pid}/task/{t}/children").read().split()]
+    except OSError:  # it exited meanwhile
+        return []
+    return [pid] + [d for c in children for d in _tree(c)]
+
+
+def _pss_kb(pid: int) -> int:
+    try:
+        for line in open(f"/proc/{pid}/smaps_rollup"):
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 @contextmanager

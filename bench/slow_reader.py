@@ -4,9 +4,9 @@
 
 Opens ``--streams`` tagging streams that each send ``--messages`` words without
 reading a single answer, and as many translation streams that are not read,
-samples the server's RSS while they push, then reads everything and closes. With
+samples the server's memory while they push, then reads everything and closes. With
 HTTP/2 flow control the server stops reading a stream whose answers are not
-taken, so RSS should level off instead of growing with the messages sent.
+taken, so memory should level off instead of growing with the messages sent.
 Writes runs/bench/slow_reader-*.json.
 """
 
@@ -44,7 +44,7 @@ async def run(target: str, server, streams: int, messages: int) -> dict[str, obj
         pushers = [asyncio.create_task(push_without_reading(tagging, messages, sent)) for _ in range(streams)]
         start = time.monotonic()
         while not all(p.done() for p in pushers) and time.monotonic() - start < 60:
-            samples.append((time.monotonic() - start, sent[0], server.rss_mb()))
+            samples.append((time.monotonic() - start, sent[0], server.memory_mb()))
             await asyncio.sleep(1)
         stalled = not all(p.done() for p in pushers)
         for p in pushers:
@@ -61,11 +61,11 @@ def main() -> None:
     p.add_argument("--repository", type=Path, default=Path("models"))
     args = p.parse_args()
     with seqserve_server(args.repository) as server:
-        before = server.rss_mb()
+        before = server.memory_mb()
         result = asyncio.run(run(server.target, server, args.streams, args.messages))
-        after = server.rss_mb()
-    print(table(["second", "messages sent", "server RSS MB"], [[f"{t:.0f}", n, mb] for t, n, mb in result["samples"]]))
-    print(f"RSS before {before:.0f} MB, after the clients left {after:.0f} MB; the senders "
+        after = server.memory_mb()
+    print(table(["second", "messages sent", "server memory MB"], [[f"{t:.0f}", n, mb] for t, n, mb in result["samples"]]))
+    print(f"memory before {before:.0f} MB, after the clients left {after:.0f} MB; the senders "
           + ("were held back by flow control" if result["stalled_by_flow_control"] else "sent everything"))
     print(f"wrote {save('slow_reader', {'args': vars(args) | {'repository': str(args.repository)}, **result})}")
 
