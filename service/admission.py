@@ -6,11 +6,16 @@ works (requests finished per second of busy time, over its recent runs, times th
 runs it can do at once), so a model that was idle a moment ago keeps its estimate. A
 request is admitted while what the model holds would be done within the budget;
 past that, RESOURCE_EXHAUSTED at once, and admitted requests keep their latency.
-An idle model always admits. Until its recent history has seen ``floor`` requests
-finish, a model admits up to ``floor`` at once whatever the estimate says: an
+An idle model always admits. Until ``floor`` requests have finished since it
+loaded, a model admits up to ``floor`` at once whatever the estimate says: an
 estimate from a first batch that has not finished yet is far too low, and a
-batch must be able to fill. After that the budget alone decides, so a budget
-shorter than a full batch's time is honoured.
+batch must be able to fill; and no more than that, or a burst into a cold model
+would all run together, each several times slower than alone. After that the
+budget alone decides, so a budget shorter than a full batch's time is honoured.
+(Counted since load, not over the history: a decoder's runs are single steps,
+and 256 of them may finish fewer than ``floor`` requests however long the model
+has been working. A history with no request finished in it, long decodes all
+running, gives no estimate either: the floor is the limit then too.)
 """
 
 from __future__ import annotations
@@ -23,12 +28,14 @@ class Admission:
     def __init__(self, budget_s: float, floor: int, parallel: int = 1, history: int = 256) -> None:
         self.budget_s, self.floor, self._parallel = budget_s, floor, parallel
         self._runs: collections.deque[tuple[int, float]] = collections.deque(maxlen=history)
+        self._finished = 0  # since load
         self._lock = threading.Lock()  # runs are recorded from worker threads
 
     def record(self, finished: int, busy_seconds: float) -> None:
         """One run: how many requests it finished and how long it took."""
         with self._lock:
             self._runs.append((finished, busy_seconds))
+            self._finished += finished
 
     def _history(self) -> tuple[int, float]:
         with self._lock:
@@ -45,13 +52,15 @@ class Admission:
         """Why one more request is refused when the model holds ``held``; "" admits it."""
         if not self.budget_s or held == 0:
             return ""
-        finished, busy = self._history()
-        if finished < self.floor and held < self.floor:
-            return ""  # too little history to trust yet
-        capacity = self._capacity(finished, busy)
-        if not capacity or held < capacity * self.budget_s:
+        capacity = self._capacity(*self._history())
+        if self._finished < self.floor or not capacity:  # no estimate to trust: up to the floor goes in
+            return "" if held < self.floor else self._full(held)
+        if held < capacity * self.budget_s:
             return ""
         return (
             f"overloaded: {held} requests ahead, about {held / capacity * 1000:.0f} ms of work at "
             f"{capacity:.0f}/s, over the {self.budget_s * 1000:.0f} ms budget; retry later"
         )
+
+    def _full(self, held: int) -> str:
+        return f"overloaded: {held} requests ahead and none finished lately to estimate their time; retry later"

@@ -82,6 +82,14 @@ class Batcher(Generic[I, O]):
                 asyncio.create_task(self._work(), name=f"{self._name}-{i}") for i in range(self._n_workers)
             ]
 
+    def warm_up(self, items: list[I]) -> None:
+        """Run ``items`` once before serving, on the caller's thread (a model's load): the
+        first ORT runs allocate, and admission starts from this run's time, not a guess."""
+        start = time.perf_counter()
+        self._run(items)
+        if self._admission:
+            self._admission.record(len(items), time.perf_counter() - start)
+
     @property
     def queued(self) -> int:
         return self._queue.qsize()

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -66,21 +67,29 @@ class _Event:
 class DecodeJob:
     """One request in the scheduler: read ``events()``; ``cancel()`` stops it at the next step.
     Without ``progress`` only the end is posted: a unary call has no use for each step's
-    tokens, and every post wakes the event loop from the decode thread."""
+    tokens, and every post wakes the event loop from the decode thread. Events go to
+    ``sink``, by default this job's queue on the running event loop (a decode process
+    gives its own, which sends them to the server)."""
 
-    def __init__(self, src: list[int], search: Search, deadline: float | None, loop: asyncio.AbstractEventLoop,
-                 progress: bool = True):
+    def __init__(self, src: list[int], search: Search, deadline: float | None, progress: bool = True, *,
+                 sink: Callable[[_Event], None] | None = None, submitted: float | None = None):
         self.src, self.search, self.deadline, self.progress = src, search, deadline, progress
-        self.submitted = time.perf_counter()
+        self.submitted = time.perf_counter() if submitted is None else submitted
         self.first_token_at: float | None = None
         self.finished_at: float | None = None
         self.output_tokens = 0
         self.cancelled = False  # set on the event loop, read by the decode thread
+        self.on_cancel: Callable[[], None] | None = None
         self._sent = 0  # certain tokens already delivered
-        self._loop = loop
         self._queue: asyncio.Queue[_Event] = asyncio.Queue()
+        if sink is None:
+            loop = asyncio.get_running_loop()
+            sink = functools.partial(loop.call_soon_threadsafe, self._queue.put_nowait)
+        self._sink = sink
 
     def cancel(self) -> None:
+        if not self.cancelled and self.on_cancel is not None:
+            self.on_cancel()
         self.cancelled = True
 
     async def events(self) -> AsyncIterator[list[int] | Translation]:
@@ -96,7 +105,7 @@ class DecodeJob:
 
     def _post(self, event: _Event) -> None:
         try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+            self._sink(event)
         except RuntimeError:  # the event loop is gone (shutdown): nobody is waiting
             pass
 
@@ -130,7 +139,7 @@ class DecodeScheduler:
         name: str = "decoder",
         admission: Admission | None = None,
     ) -> None:
-        self._encode, self._step = encode, self._timed_step(step)
+        self._encode, self._raw_step, self._step = encode, step, self._timed_step(step)
         self._bos, self._pad = bos_id, pad_id
         self._batch_axes, self._grow_axes = batch_axes, grow_axes
         self._max_rows, self._max_queue, self._max_encode = max_rows, max_queue, max_encode_batch
@@ -149,7 +158,12 @@ class DecodeScheduler:
     def submit(
         self, src: list[int], search: Search, deadline: float | None = None, progress: bool = True
     ) -> DecodeJob:
-        job = DecodeJob(src, search, deadline, asyncio.get_running_loop(), progress)
+        job = DecodeJob(src, search, deadline, progress)
+        self.enqueue(job)
+        return job
+
+    def enqueue(self, job: DecodeJob) -> None:
+        """Queue a job made by the caller; raises if the queue is full, over budget or closing."""
         with self._cond:
             if self._closed:
                 raise Unavailable(f"{self._name} is shutting down")
@@ -161,7 +175,21 @@ class DecodeScheduler:
                 raise ResourceExhausted(f"{self._name}: {refusal}")
             self._pending.append(job)
             self._cond.notify()
-        return job
+
+    def warm_up(self, jobs: list[tuple[list[int], Search]]) -> tuple[int, float]:
+        """Decode ``jobs`` together once before serving, on the caller's thread and outside
+        the metrics; returns (requests finished, seconds) for admission's first estimate."""
+        batch = RunningBatch(self._raw_step, bos_id=self._bos, batch_axes=self._batch_axes, grow_axes=self._grow_axes)
+        src = np.full((len(jobs), max(len(ids) for ids, _ in jobs)), self._pad, dtype=np.int64)  # (n, S)
+        for i, (ids, _) in enumerate(jobs):
+            src[i, : len(ids)] = ids
+        lengths = np.array([len(ids) for ids, _ in jobs], dtype=np.int64)  # (n,)
+        start, finished = time.perf_counter(), 0
+        memory, state = self._encode(src, lengths)  # (n, S, M), initial state rows
+        batch.add(list(range(len(jobs))), [search for _, search in jobs], memory, lengths, state)
+        while batch:
+            finished += len(batch.step())
+        return finished, time.perf_counter() - start
 
     @property
     def requests(self) -> int:

@@ -72,10 +72,15 @@ class Settings(BaseSettings):
     """Latency budget for admission: a model refuses a new request (RESOURCE_EXHAUSTED,
     at once) when the requests it already holds would take longer than this at its
     measured capacity. An idle model admits; until SEQSERVE_MAX_BATCH_SIZE requests
-    have finished in its recent history, it admits that many at once whatever its
-    (still unreliable) estimate. 0 turns it off (then only SEQSERVE_MAX_QUEUE bounds
-    the queue). Streams are admitted when they open (SEQSERVE_MAX_STREAMS), not per
-    token."""
+    (4 translations) have finished since it loaded, it admits that many at once and
+    no more, since it has no estimate yet. 0 turns it off (then only SEQSERVE_MAX_QUEUE
+    bounds the queue). Streams are admitted when they open (SEQSERVE_MAX_STREAMS), not
+    per token. The default favours throughput; a budget near twice a model's unloaded
+    latency favours latency (docs/performance.md, overload)."""
+    overload_budget_ms_by_task: dict[Literal["sentiment", "tagging", "translation"], float] = {}
+    """Per-task budgets that replace OVERLOAD_BUDGET_MS, as JSON: ``{"translation": 30}``
+    keeps admitted translations within about twice their unloaded p99 under 10x
+    overload while sentiment keeps the default for full batches."""
 
     max_text_chars: int = Field(2000, ge=1)
     """Longest text accepted, in characters (INVALID_ARGUMENT beyond)."""
@@ -108,6 +113,10 @@ class Settings(BaseSettings):
     max_decode_rows: int = Field(256, ge=1)
     """Rows (one per beam hypothesis) one translation model decodes together; requests
     beyond wait in its queue (SEQSERVE_MAX_QUEUE, then RESOURCE_EXHAUSTED)."""
+    decode_process: bool = True
+    """Decode each translation model in a worker process of its own, so the decoder's
+    Python work between ORT runs does not wait for the GIL behind the event loop
+    (measured: docs/performance.md, overload). False decodes in a thread of the server."""
     decode_batching: Literal["continuous", "request"] = "continuous"
     """``continuous``: translations join and leave the running decode batch at every
     step; ``request``: a batch runs until its longest member ends (for comparison)."""
@@ -137,6 +146,16 @@ class Settings(BaseSettings):
     taking new RPCs, so load balancers can route away first."""
     log_level: str = "INFO"
     """Python logging level name."""
+
+    def budget_ms(self, task: str) -> float:
+        """The admission budget of one task's models."""
+        return self.overload_budget_ms_by_task.get(task, self.overload_budget_ms)  # type: ignore[call-overload]
+
+    @model_validator(mode="after")
+    def _budgets_not_negative(self) -> "Settings":
+        if any(v < 0 for v in self.overload_budget_ms_by_task.values()):
+            raise ValueError("SEQSERVE_OVERLOAD_BUDGET_MS_BY_TASK: budgets are milliseconds, 0 or more")
+        return self
 
     @model_validator(mode="after")
     def _tls_parts_together(self) -> "Settings":

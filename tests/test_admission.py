@@ -17,7 +17,7 @@ from tests.toy_decoders import BOS, EOS, CacheLM
 
 def test_capacity_is_requests_per_busy_second_times_parallel_runs():
     a = Admission(budget_s=0.1, floor=2, parallel=2)
-    assert a.capacity() == 0 and a.refusal(1000) == ""  # no history: no estimate, admit
+    assert a.capacity() == 0
     a.record(4, 0.01)
     a.record(6, 0.01)  # 10 requests in 20 ms of work, two runs at once: 1000/s
     assert a.capacity() == pytest.approx(1000)
@@ -36,6 +36,25 @@ def test_below_the_floor_only_a_thin_history_admits_whatever_the_estimate():
         a.record(1, 1.0)  # nine finished now, and still 1/s: believed
     assert a.refusal(0) == ""  # an idle model always admits
     assert "overloaded" in a.refusal(1)  # 1 ahead is a second of work, over the 100 ms budget
+
+
+def test_with_no_request_finished_yet_the_floor_is_also_the_ceiling():
+    a = Admission(budget_s=0.1, floor=4)
+    a.record(0, 0.5)  # decoder steps that finished nothing: no estimate
+    assert a.refusal(3) == ""
+    assert "none finished lately" in a.refusal(4)  # a cold burst does not all go in at once
+
+
+def test_the_floor_counts_requests_finished_since_load_not_in_the_recent_history():
+    a = Admission(budget_s=0.01, floor=4, history=8)
+    for _ in range(4):
+        a.record(1, 0.01)  # 100/s
+    for _ in range(8):
+        a.record(0, 0.001)  # decoder steps: the history now holds no finished request
+    assert a.capacity() == 0 and a.refusal(3) == "" and "none finished lately" in a.refusal(4)
+    a.record(1, 0.001)  # 1 request in 9 ms of history: 111/s, so 1 ahead fits 10 ms
+    assert a.refusal(1) == ""
+    assert "overloaded" in a.refusal(2)  # past the floor: the budget alone decides
 
 
 def test_a_zero_budget_admits_everything():
@@ -85,4 +104,28 @@ async def test_the_decode_scheduler_refuses_past_the_budget():
         gate.set()
         for job in jobs:
             job.cancel()
+        sched.close()
+
+
+async def test_a_warm_up_run_is_admissions_first_estimate_and_stays_out_of_the_metrics():
+    rec, observed = Recorder(), []
+    rec.on_batch = lambda size, waits, seconds: observed.append(size)  # type: ignore[method-assign]
+    admission = Admission(budget_s=0.05, floor=4)
+    batcher = make(rec, admission=admission)
+    batcher.warm_up([1, 2, 3, 4])  # at load, on the loading thread
+    assert rec.batches == [[1, 2, 3, 4]] and admission.capacity() > 0
+    assert observed == []  # the observer (the model's metrics) saw no batch
+    await batcher.close()
+
+
+def test_a_decoder_warm_up_finishes_its_translations_outside_the_metrics():
+    from tests.test_decode_scheduler import Recorder as DecodeRecorder, scheduler
+
+    lm, rec = CacheLM(2), DecodeRecorder()
+    sched = scheduler(lm, rec)
+    try:
+        finished, seconds = sched.warm_up([([5, 6], GreedySearch(EOS, 5)), ([7], GreedySearch(EOS, 4))])
+        assert finished == 2 and seconds > 0
+        assert rec.steps == [] and rec.encodes == [] and sum(rec.ends.values()) == 0
+    finally:
         sched.close()

@@ -17,6 +17,14 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# What every model runs once at load (``warm_up``): any English words will do.
+WARM_UP_TEXT = "In the beginning the model reads these words once before it serves"
+
+
+def warm_up_text(settings: Settings) -> str:
+    """The warm-up text within the request limits, so that no setting makes it a load error."""
+    return " ".join(WARM_UP_TEXT.split()[: settings.max_tokens])[: settings.max_text_chars]
+
 
 class ServedModel(Protocol):
     """One model version of one task: the small interface the store needs."""
@@ -55,13 +63,13 @@ def model_batcher(
         workers=settings.inference_threads,
         observer=ModelObserver(metrics, entry.task, entry.arch),
         name=f"{entry.task}/{entry.arch}/{entry.version}",
-        admission=admission_for(settings, settings.inference_threads) if admission else None,
+        admission=admission_for(settings, entry.task, settings.inference_threads) if admission else None,
         inline_single=settings.inline_single_runs,
     )
 
 
-def admission_for(settings: Settings, parallel: int) -> Admission:
-    return Admission(settings.overload_budget_ms / 1000, floor=settings.max_batch_size, parallel=parallel)
+def admission_for(settings: Settings, task: str, parallel: int, floor: int = 0) -> Admission:
+    return Admission(settings.budget_ms(task) / 1000, floor=floor or settings.max_batch_size, parallel=parallel)
 
 
 def _quality(model: ServedModel) -> float:

@@ -13,7 +13,7 @@ from service.metrics import Metrics
 from service.repository import ModelEntry
 from service.runtime import Runtime
 from service.settings import Settings
-from service.tasks.base import ModelStore, model_batcher
+from service.tasks.base import ModelStore, model_batcher, warm_up_text
 from service.tasks.text_input import Encoder
 
 TASK = "sentiment"
@@ -66,6 +66,7 @@ class SentimentModel:
         if names != ["tokens", "lengths"]:
             raise ValueError(f"{self.entry.path / m.files['model']}: inputs {names}, expected tokens, lengths")
         self._batcher = model_batcher(self._run, self.entry, s, self._metrics, self._executor)
+        self._batcher.warm_up([self._encoder.encode(warm_up_text(s))] * s.max_batch_size)
 
     @property
     def ready(self) -> bool:

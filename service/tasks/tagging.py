@@ -27,7 +27,7 @@ from service.metrics import Metrics
 from service.repository import ModelEntry
 from service.runtime import Runtime
 from service.settings import Settings
-from service.tasks.base import ModelStore, model_batcher
+from service.tasks.base import ModelStore, model_batcher, warm_up_text
 from service.tasks.sentiment import softmax
 
 TASK = "tagging"
@@ -102,6 +102,7 @@ class TaggingModel:
             raise ValueError(f"{folder}: lookahead {self.lookahead} needs SEQSERVE_LOOKAHEAD_WINDOW above it")
         self._session = self._runtime.session(folder / m.files["model"])
         self._batcher = model_batcher(self._run_full, self.entry, s, self._metrics, self._executor)
+        self._batcher.warm_up([self.encode(warm_up_text(s).split())] * s.max_batch_size)
 
     @property
     def ready(self) -> bool:

@@ -16,15 +16,18 @@ from dataclasses import dataclass
 from seqserve import decoding
 from seqserve.decoding import BeamSearch, GreedySearch, Search, Translation
 from seqserve.subword import SubwordModel
+from service.admission import Admission
+from service.decode_process import DecodeProcess, WorkerSpec
 from service.decode_scheduler import DecodeJob, DecodeScheduler
 from service.errors import InvalidArgument
 from service.metrics import DecodeMetrics, Metrics
 from service.repository import ModelEntry
 from service.runtime import Runtime
 from service.settings import Settings
-from service.tasks.base import ModelStore, admission_for
+from service.tasks.base import ModelStore, admission_for, warm_up_text
 
 TASK = "translation"
+DECODE_ADMISSION_FLOOR = 4
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ class TranslationModel:
         self.entry = entry
         self.manifest = entry.manifest
         self._runtime, self._settings, self._metrics = runtime, settings, metrics
-        self._scheduler: DecodeScheduler | None = None
+        self._scheduler: DecodeScheduler | DecodeProcess | None = None
 
     def load(self) -> None:
         m, s, folder = self.manifest, self._settings, self.entry.path
@@ -75,26 +78,64 @@ class TranslationModel:
                              "expected 'autoregressive'")
         self.source = SubwordModel.load(folder / m.files["source_subwords"])
         self.target = SubwordModel.load(folder / m.files["target_subwords"])
-        encoder = self._runtime.session(folder / m.files["encoder"])
-        decoder = self._runtime.session(folder / m.files["decoder"])
-        encode, step = decoding.session_callables(encoder, decoder, contract)
         self.bos_id, self.eos_id = int(contract["bos_id"]), int(contract["eos_id"])
         self.length_rule = (float(contract["max_len"]["a"]), int(contract["max_len"]["b"]))
         self.length_penalty = float(m.quality.get("length_penalty", 1.0))
-        self._scheduler = DecodeScheduler(
-            encode,
-            step,
+        spec = WorkerSpec(
+            encoder=folder / m.files["encoder"],
+            decoder=folder / m.files["decoder"],
+            contract=contract,
+            settings=s,
             bos_id=self.bos_id,
             pad_id=int(m.special_tokens["pad"]),
-            batch_axes=decoding.state_batch_axes(contract),
-            grow_axes=decoding.state_grow_axes(contract),
             max_rows=s.max_decode_rows,
             max_queue=s.max_queue,
             max_encode_batch=s.max_batch_size,
             mode=s.decode_batching,
-            observer=DecodeMetrics(self._metrics, TASK, self.entry.arch),
             name=f"{TASK}/{self.entry.arch}/{self.entry.version}",
-            admission=admission_for(s, parallel=1),
+            warm_up=self._warm_up_jobs(),
+        )
+        observer = DecodeMetrics(self._metrics, TASK, self.entry.arch)
+        # The warm-up finishes DECODE_ADMISSION_FLOOR translations, so admission starts
+        # from an estimate. The floor, also the limit whenever there is no estimate, is
+        # small: a burst would otherwise all decode together, each several times slower.
+        admission = admission_for(s, TASK, parallel=1, floor=DECODE_ADMISSION_FLOOR)
+        if s.decode_process:
+            self._scheduler = DecodeProcess(spec, observer=observer, admission=admission)
+        else:
+            self._scheduler = self._in_process(spec, observer, admission)
+            admission.record(*self._scheduler.warm_up(spec.warm_up))
+
+    def _warm_up_jobs(self) -> list[tuple[list[int], Search]]:
+        src = self.source.encode(warm_up_text(self._settings))
+        beam = self._settings.default_beam_size
+        return [(src, self.search(len(src), beam)) for _ in range(DECODE_ADMISSION_FLOOR)]  # searches hold state
+
+    def search(self, source_length: int, beam: int, n_best: int = 1, max_length: int = 0) -> Search:
+        """The search of one request: greedy for beam 1; the length limit from the source unless given."""
+        a, b = self.length_rule
+        limit = max_length or min(int(source_length * a + b), self._settings.max_output_tokens)
+        if beam == 1:
+            return GreedySearch(self.eos_id, limit)
+        return BeamSearch(self.eos_id, limit, beam, n_best, self.length_penalty, early_stopping=True)
+
+    def _in_process(self, spec: WorkerSpec, observer: DecodeMetrics, admission: Admission) -> DecodeScheduler:
+        encoder, decoder = self._runtime.session(spec.encoder), self._runtime.session(spec.decoder)
+        encode, step = decoding.session_callables(encoder, decoder, spec.contract)
+        return DecodeScheduler(
+            encode,
+            step,
+            bos_id=spec.bos_id,
+            pad_id=spec.pad_id,
+            batch_axes=decoding.state_batch_axes(spec.contract),
+            grow_axes=decoding.state_grow_axes(spec.contract),
+            max_rows=spec.max_rows,
+            max_queue=spec.max_queue,
+            max_encode_batch=spec.max_encode_batch,
+            mode=spec.mode,
+            observer=observer,
+            name=spec.name,
+            admission=admission,
         )
 
     @property
@@ -161,14 +202,7 @@ class TranslationTask:
             raise InvalidArgument(f"n_best {n_best} is more than the beam ({beam}) can return")
         if options.max_length > s.max_output_tokens:
             raise InvalidArgument(f"max_length {options.max_length} is above the limit of {s.max_output_tokens}")
-        a, b = model.length_rule
-        limit = options.max_length or min(int(len(src) * a + b), s.max_output_tokens)
-        search: Search = (
-            GreedySearch(model.eos_id, limit)
-            if beam == 1
-            else BeamSearch(model.eos_id, limit, beam, n_best, model.length_penalty, early_stopping=True)
-        )
-        return Prepared(src, search)
+        return Prepared(src, model.search(len(src), beam, n_best, options.max_length))
 
     async def stream(
         self, model: TranslationModel, text: str, options: Options, deadline: float | None = None,
