@@ -75,12 +75,13 @@ class Settings(BaseSettings):
     (4 translations) have finished since it loaded, it admits that many at once and
     no more, since it has no estimate yet. 0 turns it off (then only SEQSERVE_MAX_QUEUE
     bounds the queue). Streams are admitted when they open (SEQSERVE_MAX_STREAMS), not
-    per token. The default favours throughput; a budget near twice a model's unloaded
-    latency favours latency (docs/performance.md, overload)."""
+    per token. The default favours throughput; a budget near a model's unloaded p50
+    favours latency (docs/performance.md, overload)."""
     overload_budget_ms_by_task: dict[Literal["sentiment", "tagging", "translation"], float] = {}
-    """Per-task budgets that replace OVERLOAD_BUDGET_MS, as JSON: ``{"translation": 30}``
-    keeps admitted translations within about twice their unloaded p99 under 10x
-    overload while sentiment keeps the default for full batches."""
+    """Per-task budgets that replace OVERLOAD_BUDGET_MS, as JSON. ``{"translation": 10}``
+    (about a translation's unloaded p50) kept admitted translations' p99 within 1.5x
+    the unloaded p99 under 10x overload, at about 60% of the throughput a full queue
+    gets, while sentiment keeps the default for full batches (docs/performance.md)."""
 
     max_text_chars: int = Field(2000, ge=1)
     """Longest text accepted, in characters (INVALID_ARGUMENT beyond)."""
