@@ -64,7 +64,8 @@ def main() -> None:
         before = server.memory_mb()
         result = asyncio.run(run(server.target, server, args.streams, args.messages))
         after = server.memory_mb()
-    print(table(["second", "messages sent", "server memory MB"], [[f"{t:.0f}", n, mb] for t, n, mb in result["samples"]]))
+    rows = [[f"{t:.0f}", n, mb] for t, n, mb in result["samples"]]
+    print(table(["second", "messages sent", "server memory MB"], rows))
     print(f"memory before {before:.0f} MB, after the clients left {after:.0f} MB; the senders "
           + ("were held back by flow control" if result["stalled_by_flow_control"] else "sent everything"))
     print(f"wrote {save('slow_reader', {'args': vars(args) | {'repository': str(args.repository)}, **result})}")
