@@ -80,8 +80,9 @@ class Settings(BaseSettings):
     overload_budget_ms_by_task: dict[Literal["sentiment", "tagging", "translation"], float] = {}
     """Per-task budgets that replace OVERLOAD_BUDGET_MS, as JSON. ``{"translation": 10}``
     (about a translation's unloaded p50) kept admitted translations' p99 within 1.5x
-    the unloaded p99 under 10x overload, at about 60% of the throughput a full queue
-    gets, while sentiment keeps the default for full batches (docs/performance.md)."""
+    the unloaded p99 under 10x overload in two runs of three, at about 60% of the
+    throughput a full queue gets, while sentiment keeps the default for full batches
+    (docs/performance.md, overload)."""
 
     max_text_chars: int = Field(2000, ge=1)
     """Longest text accepted, in characters (INVALID_ARGUMENT beyond)."""
