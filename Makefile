@@ -73,7 +73,8 @@ bench: setup deploy-tools peer-tools
 	$(BIN)/python -m bench.sweep --tasks sentiment --archs lstm --channels 4
 	$(BIN)/python -m bench.sweep --tasks sentiment --archs lstm --channels 4 --set processes=2
 	$(BIN)/python -m bench.overload
-	$(BIN)/python -m bench.overload --budget-ms 100
+	$(BIN)/python -m bench.overload --budget-ms 30
+	$(BIN)/python -m bench.overload --budget-ms 1000
 	$(BIN)/python -m bench.slow_reader
 	$(BIN)/python -m bench.soak --minutes 10
 
