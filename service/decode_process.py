@@ -137,8 +137,10 @@ class _ForwardingObserver:
         return ""  # the server decides admission before a request is sent here
 
 
-def _build(spec: WorkerSpec, forward: _ForwardingObserver) -> DecodeScheduler:
-    runtime = Runtime(spec.settings)
+def build_scheduler(
+    spec: WorkerSpec, runtime: Runtime, observer: DecodeObserver, admission: Admission
+) -> DecodeScheduler:
+    """The model's scheduler, in a worker or (``DECODE_PROCESS=false``) in the server."""
     encode, step = decoding.session_callables(
         runtime.session(spec.encoder), runtime.session(spec.decoder), spec.contract
     )
@@ -146,8 +148,7 @@ def _build(spec: WorkerSpec, forward: _ForwardingObserver) -> DecodeScheduler:
         encode, step, bos_id=spec.bos_id, pad_id=spec.pad_id,
         batch_axes=decoding.state_batch_axes(spec.contract), grow_axes=decoding.state_grow_axes(spec.contract),
         max_rows=spec.max_rows, max_queue=spec.max_queue, max_encode_batch=spec.max_encode_batch,
-        mode=spec.mode, observer=forward, name=spec.name,
-        admission=forward,  # type: ignore[arg-type]  # records only; see _ForwardingObserver.refusal
+        mode=spec.mode, observer=observer, name=spec.name, admission=admission,
     )
 
 
@@ -158,7 +159,8 @@ def worker_main(conn: multiprocessing.connection.Connection, spec: WorkerSpec) -
     outbox = _Outbox(conn)
     forward = _ForwardingObserver(outbox)
     try:
-        scheduler = _build(spec, forward)
+        # The forwarder only records for admission (its refusal() admits all): the server decides.
+        scheduler = build_scheduler(spec, Runtime(spec.settings), forward, forward)  # type: ignore[arg-type]
         finished, seconds = scheduler.warm_up(spec.warm_up)
     except Exception as exc:  # the server reports it as the model's load error
         conn.send(("error", str(exc)))

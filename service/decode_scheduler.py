@@ -180,10 +180,7 @@ class DecodeScheduler:
         """Decode ``jobs`` together once before serving, on the caller's thread and outside
         the metrics; returns (requests finished, seconds) for admission's first estimate."""
         batch = RunningBatch(self._raw_step, bos_id=self._bos, batch_axes=self._batch_axes, grow_axes=self._grow_axes)
-        src = np.full((len(jobs), max(len(ids) for ids, _ in jobs)), self._pad, dtype=np.int64)  # (n, S)
-        for i, (ids, _) in enumerate(jobs):
-            src[i, : len(ids)] = ids
-        lengths = np.array([len(ids) for ids, _ in jobs], dtype=np.int64)  # (n,)
+        src, lengths = self._padded([ids for ids, _ in jobs])
         start, finished = time.perf_counter(), 0
         memory, state = self._encode(src, lengths)  # (n, S, M), initial state rows
         batch.add(list(range(len(jobs))), [search for _, search in jobs], memory, lengths, state)
@@ -265,6 +262,12 @@ class DecodeScheduler:
             group.append(job)
         return group
 
+    def _padded(self, sources: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        src = np.full((len(sources), max(map(len, sources))), self._pad, dtype=np.int64)  # (n, S)
+        for i, ids in enumerate(sources):
+            src[i, : len(ids)] = ids
+        return src, np.array([len(ids) for ids in sources], dtype=np.int64)  # (n, S), (n,)
+
     def _gone(self, job: DecodeJob, now: float) -> str:
         if job.cancelled:
             return "cancelled"
@@ -291,10 +294,7 @@ class DecodeScheduler:
                 live.append(job)
         if not live:
             return
-        src = np.full((len(live), max(len(j.src) for j in live)), self._pad, dtype=np.int64)  # (n, S)
-        for i, job in enumerate(live):
-            src[i, : len(job.src)] = job.src
-        lengths = np.array([len(j.src) for j in live], dtype=np.int64)  # (n,)
+        src, lengths = self._padded([job.src for job in live])
         start = time.perf_counter()
         try:
             memory, state = self._encode(src, lengths)  # (n, S, M), initial state rows

@@ -58,54 +58,57 @@ async def test_a_worker_process_answers_what_the_decode_thread_answers(model_rep
         await in_worker.close()
 
 
-async def test_a_dead_worker_fails_what_it_held_and_is_replaced(model_repository):
+@pytest.fixture
+async def stopped(model_repository):
+    """A model whose worker is stopped (SIGSTOP): what is sent to it stays held until it runs again."""
     model, metrics = load(model_repository)
-    task = TranslationTask(None, model._settings)  # type: ignore[arg-type]
+    os.kill(worker_pid(model), signal.SIGSTOP)
     try:
-        old = worker_pid(model)
-        os.kill(old, signal.SIGSTOP)  # so that the calls are surely still held when it dies
-        held = [asyncio.create_task(task.translate(model, verse, Options())) for verse in VERSES[:3]]
-        await asyncio.sleep(0.1)
-        assert model.busy == 3
-        os.kill(old, signal.SIGKILL)
-        for call in held:
-            with pytest.raises(Unavailable, match="decode process exited"):
-                await call
-        assert model.busy == 0
-        deadline = time.monotonic() + 60
-        while True:  # a new worker takes over; calls meanwhile are refused, not lost
-            try:
-                result = await task.translate(model, VERSES[0], Options(beam_size=1))
-                break
-            except Unavailable:
-                assert time.monotonic() < deadline, "no new decode process within 60 s"
-                await asyncio.sleep(0.2)
-        assert result.candidates[0].text and worker_pid(model) != old
+        yield model, metrics, TranslationTask(None, model._settings)  # type: ignore[arg-type]
     finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker_pid(model), signal.SIGCONT)
         await model.close()
 
 
-async def test_a_cancel_reaches_the_worker_and_its_end_reaches_the_metrics(model_repository):
-    model, metrics = load(model_repository)
-    task = TranslationTask(None, model._settings)  # type: ignore[arg-type]
-    try:
-        pid = worker_pid(model)
-        os.kill(pid, signal.SIGSTOP)  # the cancel must arrive before the decode can finish
-        stream = task.stream(model, max(VERSES, key=len), Options(beam_size=16))
-        first = asyncio.create_task(anext(aiter(stream)))
-        await asyncio.sleep(0.1)
-        assert model.busy == 1
-        first.cancel()  # what a cancelled call does: the generator's cleanup cancels the job
-        with contextlib.suppress(asyncio.CancelledError):
-            await first
-        os.kill(pid, signal.SIGCONT)
-        deadline = time.monotonic() + 10
-        while ended(metrics, "cancelled") < 1:
-            assert time.monotonic() < deadline, "the worker never reported the cancelled decode"
-            await asyncio.sleep(0.05)
-        assert model.busy == 0
-    finally:
-        await model.close()
+async def test_a_dead_worker_fails_what_it_held_and_is_replaced(stopped):
+    model, _, task = stopped
+    old = worker_pid(model)
+    held = [asyncio.create_task(task.translate(model, verse, Options())) for verse in VERSES[:3]]
+    await asyncio.sleep(0.1)
+    assert model.busy == 3
+    os.kill(old, signal.SIGKILL)
+    for call in held:
+        with pytest.raises(Unavailable, match="decode process exited"):
+            await call
+    assert model.busy == 0
+    deadline = time.monotonic() + 60
+    while True:  # a new worker takes over; calls meanwhile are refused, not lost
+        try:
+            result = await task.translate(model, VERSES[0], Options(beam_size=1))
+            break
+        except Unavailable:
+            assert time.monotonic() < deadline, "no new decode process within 60 s"
+            await asyncio.sleep(0.2)
+    assert result.candidates[0].text and worker_pid(model) != old
+
+
+async def test_a_cancel_reaches_the_worker_and_its_end_reaches_the_metrics(stopped):
+    model, metrics, task = stopped  # the cancel must arrive before the decode can finish
+    pid = worker_pid(model)
+    stream = task.stream(model, max(VERSES, key=len), Options(beam_size=16))
+    first = asyncio.create_task(anext(aiter(stream)))
+    await asyncio.sleep(0.1)
+    assert model.busy == 1
+    first.cancel()  # what a cancelled call does: the generator's cleanup cancels the job
+    with contextlib.suppress(asyncio.CancelledError):
+        await first
+    os.kill(pid, signal.SIGCONT)
+    deadline = time.monotonic() + 10
+    while ended(metrics, "cancelled") < 1:
+        assert time.monotonic() < deadline, "the worker never reported the cancelled decode"
+        await asyncio.sleep(0.05)
+    assert model.busy == 0
 
 
 async def test_closing_fails_what_is_held_with_unavailable(model_repository):

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from seqserve import decoding
 from seqserve.decoding import BeamSearch, GreedySearch, Search, Translation
 from seqserve.subword import SubwordModel
-from service.admission import Admission
-from service.decode_process import DecodeProcess, WorkerSpec
+from service.decode_process import DecodeProcess, WorkerSpec, build_scheduler
 from service.decode_scheduler import DecodeJob, DecodeScheduler
 from service.errors import InvalidArgument
 from service.metrics import DecodeMetrics, Metrics
@@ -103,7 +102,7 @@ class TranslationModel:
         if s.decode_process:
             self._scheduler = DecodeProcess(spec, observer=observer, admission=admission)
         else:
-            self._scheduler = self._in_process(spec, observer, admission)
+            self._scheduler = build_scheduler(spec, self._runtime, observer, admission)
             admission.record(*self._scheduler.warm_up(spec.warm_up))
 
     def _warm_up_jobs(self) -> list[tuple[list[int], Search]]:
@@ -118,25 +117,6 @@ class TranslationModel:
         if beam == 1:
             return GreedySearch(self.eos_id, limit)
         return BeamSearch(self.eos_id, limit, beam, n_best, self.length_penalty, early_stopping=True)
-
-    def _in_process(self, spec: WorkerSpec, observer: DecodeMetrics, admission: Admission) -> DecodeScheduler:
-        encoder, decoder = self._runtime.session(spec.encoder), self._runtime.session(spec.decoder)
-        encode, step = decoding.session_callables(encoder, decoder, spec.contract)
-        return DecodeScheduler(
-            encode,
-            step,
-            bos_id=spec.bos_id,
-            pad_id=spec.pad_id,
-            batch_axes=decoding.state_batch_axes(spec.contract),
-            grow_axes=decoding.state_grow_axes(spec.contract),
-            max_rows=spec.max_rows,
-            max_queue=spec.max_queue,
-            max_encode_batch=spec.max_encode_batch,
-            mode=spec.mode,
-            observer=observer,
-            name=spec.name,
-            admission=admission,
-        )
 
     @property
     def ready(self) -> bool:
