@@ -41,5 +41,15 @@ def test_settings_refuse_nonsense(monkeypatch):
         Settings()
 
 
+def test_a_task_budget_replaces_the_global_one_and_must_not_be_negative(monkeypatch):
+    monkeypatch.setenv("SEQSERVE_OVERLOAD_BUDGET_MS_BY_TASK", '{"translation": 10}')
+    s = Settings()
+    assert (s.budget_ms("translation"), s.budget_ms("sentiment")) == (10, s.overload_budget_ms)
+    for bad in ('{"translation": -1}', '{"translate": 10}'):
+        monkeypatch.setenv("SEQSERVE_OVERLOAD_BUDGET_MS_BY_TASK", bad)
+        with pytest.raises(ValueError):
+            Settings()
+
+
 def test_every_setting_is_documented():
     assert all(field.description for field in Settings.model_fields.values())
