@@ -36,6 +36,7 @@ from typing import Any, Literal
 from seqserve import decoding
 from seqserve.decoding import Search
 from service.admission import Admission
+from service.affinity import pin_process
 from service.decode_scheduler import DecodeJob, DecodeObserver, DecodeScheduler, _Event
 from service.errors import ResourceExhausted, Unavailable
 from service.runtime import Runtime
@@ -159,6 +160,8 @@ def worker_main(conn: multiprocessing.connection.Connection, spec: WorkerSpec) -
     outbox = _Outbox(conn)
     forward = _ForwardingObserver(outbox)
     try:
+        if spec.settings.decode_cpus:  # before ORT and the decode thread start: they inherit it
+            pin_process(spec.settings.decode_cpus)
         # The forwarder only records for admission (its refusal() admits all): the server decides.
         scheduler = build_scheduler(spec, Runtime(spec.settings), forward, forward)  # type: ignore[arg-type]
         finished, seconds = scheduler.warm_up(spec.warm_up)

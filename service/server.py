@@ -28,6 +28,7 @@ from seqserve.v1 import (
     translation_pb2_grpc,
 )
 from service import repository
+from service.affinity import front_end_cpus, pin_process
 from service.grpc_api.interceptors import ConcurrencyInterceptor, ErrorInterceptor, MetricsInterceptor
 from service.grpc_api.security import AuthInterceptor, load_tokens, server_credentials
 from service.grpc_api.servicers import InferenceServicer, ModelsServicer, SentimentServicer
@@ -215,6 +216,8 @@ async def build(settings: Settings, registry: CollectorRegistry, start: bool = T
 
 
 async def serve(settings: Settings) -> None:
+    if settings.decode_cpus:  # first, so that every thread the server starts inherits it
+        pin_process(front_end_cpus(settings.decode_cpus))
     registry = CollectorRegistry()
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.host, registry=registry)

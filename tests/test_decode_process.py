@@ -10,16 +10,20 @@ import signal
 import time
 from pathlib import Path
 
+import grpc
 import prometheus_client
 import pytest
 
 from bench.translation import VERSES
+from seqserve.manifest import ARCHS
+from seqserve.v1 import translation_pb2, translation_pb2_grpc
 from service.errors import Unavailable
 from service.metrics import Metrics
 from service.repository import scan
 from service.runtime import Runtime
 from service.settings import Settings
 from service.tasks.translation import Options, TranslationModel, TranslationTask
+from tests.servers import ServerProcess
 
 
 def load(repository: Path, arch: str = "gru", **settings) -> tuple[TranslationModel, Metrics]:
@@ -132,3 +136,47 @@ def test_a_model_file_the_worker_cannot_load_is_a_load_error_naming_it(model_rep
     decoder.write_bytes(b"not an onnx model")
     with pytest.raises(RuntimeError, match=str(decoder)):
         load(tmp_path)
+
+
+def _cpus(pid: int) -> set[int]:
+    """The CPUs every thread of a process may run on (Linux's affinity is per thread)."""
+    seen = set()
+    for thread in os.listdir(f"/proc/{pid}/task"):
+        seen.add(frozenset(os.sched_getaffinity(int(thread))))
+    assert len(seen) == 1, f"threads of {pid} disagree: {seen}"
+    return set(next(iter(seen)))
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for t in os.listdir(f"/proc/{pid}/task")
+            for c in open(f"/proc/{pid}/task/{t}/children").read().split()]
+
+
+def test_decode_cpus_pin_the_workers_and_keep_the_rest_of_the_server_off_them(model_repository, tmp_path):
+    allowed = os.sched_getaffinity(0)
+    decode = max(allowed)
+    rest = (allowed - {decode}) or allowed  # a one-CPU machine: the server shares it
+    with ServerProcess(model_repository, tmp_path / "server.log", tasks='["translation"]',
+                       decode_cpus=f"[{decode}]") as server, grpc.insecure_channel(server.target) as channel:
+        stub = translation_pb2_grpc.TranslationStub(channel)
+        reply = stub.Translate(translation_pb2.TranslateRequest(text=VERSES[0], beam_size=2), timeout=30)
+        assert reply.hypotheses[0].text
+        assert server.proc is not None
+        assert _cpus(server.proc.pid) == rest
+        # The server's children: the forkserver (the server's CPUs) and the resource tracker;
+        # the forkserver's children are the decode processes, one per translation model.
+        workers = [w for c in _children(server.proc.pid) for w in _children(c)]
+        assert len(workers) == len(ARCHS)
+        assert all(_cpus(w) == {decode} for w in workers)
+
+
+def test_decode_cpus_the_server_may_not_use_stop_it_at_start_with_a_message(model_repository, tmp_path):
+    missing = max(os.sched_getaffinity(0)) + 1
+    server = ServerProcess(model_repository, tmp_path / "server.log", tasks='["translation"]',
+                           decode_cpus=f"[{missing}]").start(expect_serving=False)
+    assert server.proc is not None
+    try:
+        assert server.proc.wait(60) == 2
+    finally:
+        server.stop()
+    assert f"CPUs [{missing}] are not among those this process may use" in server.logs()

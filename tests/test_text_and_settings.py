@@ -51,5 +51,17 @@ def test_a_task_budget_replaces_the_global_one_and_must_not_be_negative(monkeypa
             Settings()
 
 
+def test_decode_cpus_are_cpu_numbers_for_decode_processes(monkeypatch):
+    monkeypatch.setenv("SEQSERVE_DECODE_CPUS", "[1, 0]")
+    assert Settings().decode_cpus == {0, 1}
+    monkeypatch.setenv("SEQSERVE_DECODE_CPUS", "[-1]")
+    with pytest.raises(ValueError):
+        Settings()
+    monkeypatch.setenv("SEQSERVE_DECODE_CPUS", "[1]")
+    monkeypatch.setenv("SEQSERVE_DECODE_PROCESS", "false")
+    with pytest.raises(ValueError, match="needs SEQSERVE_DECODE_PROCESS=true"):
+        Settings()
+
+
 def test_every_setting_is_documented():
     assert all(field.description for field in Settings.model_fields.values())
