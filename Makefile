@@ -75,6 +75,7 @@ bench: setup deploy-tools peer-tools
 	$(BIN)/python -m bench.overload
 	$(BIN)/python -m bench.overload --budget-ms 30
 	$(BIN)/python -m bench.overload --budget-ms 1000
+	$(BIN)/python -m bench.overload --decode-cpus 1 --yield-cpu
 	$(BIN)/python -m bench.slow_reader
 	$(BIN)/python -m bench.soak --minutes 10
 

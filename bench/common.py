@@ -41,6 +41,25 @@ class LoadResult:
     p99_ms: float
 
 
+@contextmanager
+def cpu_steal() -> Iterator[dict[str, float]]:
+    """The share of the machine's CPU time the hypervisor gave to others while the block
+    ran (``steal`` in /proc/stat; 0 on bare metal), in ``["percent"]`` once it ends: a
+    virtual machine's neighbours can slow a run down, and this says when they did."""
+    def read() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+        return ticks[7] if len(ticks) > 7 else 0, sum(ticks[:8])
+
+    share: dict[str, float] = {}
+    steal0, total0 = read()
+    try:
+        yield share
+    finally:
+        steal1, total1 = read()
+        share["percent"] = 100 * (steal1 - steal0) / max(1, total1 - total0)
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return float("nan")
