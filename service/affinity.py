@@ -20,7 +20,9 @@ def front_end_cpus(decode_cpus: Set[int]) -> set[int]:
     """The CPUs the rest of the server keeps when ``decode_cpus`` go to decoding.
 
     Raises ValueError for CPUs this process may not use, since pinning to them would fail
-    in every decode process, later and less clearly."""
+    in every decode process, later and less clearly, and where there is no pinning."""
+    if not hasattr(os, "sched_getaffinity"):
+        raise ValueError("SEQSERVE_DECODE_CPUS needs Linux's CPU affinity; leave it empty on this system")
     allowed = os.sched_getaffinity(0)
     if not set(decode_cpus) <= allowed:
         raise ValueError(

@@ -17,6 +17,7 @@ import pytest
 from bench.translation import VERSES
 from seqserve.manifest import ARCHS
 from seqserve.v1 import translation_pb2, translation_pb2_grpc
+from service.affinity import front_end_cpus
 from service.errors import Unavailable
 from service.metrics import Metrics
 from service.repository import scan
@@ -180,3 +181,9 @@ def test_decode_cpus_the_server_may_not_use_stop_it_at_start_with_a_message(mode
     finally:
         server.stop()
     assert f"CPUs [{missing}] are not among those this process may use" in server.logs()
+
+
+def test_decode_cpus_where_there_is_no_cpu_affinity_are_refused_with_a_reason(monkeypatch):
+    monkeypatch.delattr(os, "sched_getaffinity")
+    with pytest.raises(ValueError, match="needs Linux's CPU affinity"):
+        front_end_cpus({1})
