@@ -15,10 +15,11 @@ a stream's time being to its last piece).
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 # locust runs users as gevent greenlets: grpcio must yield to them, not block.
 from grpc.experimental import gevent as grpc_gevent
@@ -73,6 +74,16 @@ class GrpcUser(User):
 
     def on_start(self) -> None:
         self._channel = grpc.insecure_channel(self.host)
+        self._archs: dict[str, Iterator[str]] = {}
+
+    def _arch(self, method: str) -> str:
+        """The next architecture for ``method``: each method asks every one in turn, from a
+        random start, so that even a short run reports every architecture (random choices
+        left one out now and then)."""
+        if method not in self._archs:
+            start = random.randrange(len(LOAD_ARCHS))
+            self._archs[method] = itertools.cycle(LOAD_ARCHS[start:] + LOAD_ARCHS[:start])
+        return next(self._archs[method])
 
     def on_stop(self) -> None:
         self._channel.close()
@@ -104,13 +115,13 @@ class SentimentUser(GrpcUser):
 
     @task(8)
     def classify(self) -> None:
-        arch = random.choice(LOAD_ARCHS)
+        arch = self._arch("classify")
         request = sentiment_pb2.ClassifyRequest(text=random.choice(TEXTS), model=common_pb2.ModelSelector(arch=arch))
         self._call(f"sentiment/{arch} Classify", lambda: self._stub.Classify(request, timeout=10))
 
     @task(2)
     def classify_batch(self) -> None:
-        arch = random.choice(LOAD_ARCHS)
+        arch = self._arch("classify_batch")
         request = sentiment_pb2.ClassifyBatchRequest(texts=random.sample(TEXTS, 3), model=common_pb2.ModelSelector(arch=arch))
         self._call(f"sentiment/{arch} ClassifyBatch", lambda: self._stub.ClassifyBatch(request, timeout=10))
 
@@ -118,7 +129,7 @@ class SentimentUser(GrpcUser):
     def classify_empty(self) -> None:
         """A refused call now and then, so the dashboard's errors panel has a line
         per architecture; locust counts it a success when the refusal comes."""
-        arch = random.choice(LOAD_ARCHS)
+        arch = self._arch("classify_empty")
         request = sentiment_pb2.ClassifyRequest(text="", model=common_pb2.ModelSelector(arch=arch))
         self._call(f"sentiment/{arch} Classify empty -> INVALID_ARGUMENT",
                    lambda: self._stub.Classify(request, timeout=10), expect=grpc.StatusCode.INVALID_ARGUMENT)
@@ -135,7 +146,7 @@ class TaggingUser(GrpcUser):
 
     @task(2)
     def tag(self) -> None:
-        arch = random.choice(LOAD_ARCHS)
+        arch = self._arch("tag")
         request = tagging_pb2.TagRequest(
             sentences=[tagging_pb2.Sentence(text=random.choice(STORIES))], model=common_pb2.ModelSelector(arch=arch)
         )
@@ -143,7 +154,7 @@ class TaggingUser(GrpcUser):
 
     @task(3)
     def tag_stream(self) -> None:
-        arch = random.choice(LOAD_ARCHS)
+        arch = self._arch("tag_stream")
         text = random.choice(STORIES)
         cuts = sorted(random.sample(range(1, len(text)), 6))
         messages = [tagging_pb2.TagStreamRequest(model=common_pb2.ModelSelector(arch=arch))] + [
@@ -162,7 +173,7 @@ class TranslationUser(GrpcUser):
         self._stub = translation_pb2_grpc.TranslationStub(self._channel)
 
     def _request(self, beam_size: int) -> tuple[str, translation_pb2.TranslateRequest]:
-        arch = random.choice(LOAD_ARCHS)
+        arch = self._arch(f"translate, beam {beam_size}")
         model = common_pb2.ModelSelector(arch=arch)
         return arch, translation_pb2.TranslateRequest(text=random.choice(VERSES), model=model, beam_size=beam_size)
 
