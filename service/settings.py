@@ -126,7 +126,7 @@ class Settings(BaseSettings):
     keeps to the other CPUs it may use. Empty: no pinning. Keeps the event loop's work
     (refusing calls, under overload) from slowing decoding down: on a 2-core machine at
     10x overload, with ``[1]`` and a 10 ms translation budget, admitted translations'
-    p99 stayed within 2x the unloaded p99 in 10 runs of 12 (median 1.28x), against
+    p99 stayed within 2x the unloaded p99 in 13 runs of 15 (median 1.23x), against
     1.4-3.4x unpinned (docs/performance.md, overload). Costs sentiment and tagging
     those CPUs. Linux only; needs DECODE_PROCESS."""
     decode_batching: Literal["continuous", "request"] = "continuous"
