@@ -132,14 +132,19 @@ class RunningServer:
         return sum(_pss_kb(pid) for pid in _tree(self.pid)) / 1024
 
 
+def children(pid: int) -> list[int]:
+    """A process's children (Linux lists them per thread)."""
+    return [int(c) for t in os.listdir(f"/proc/{pid}/task")
+            for c in open(f"/proc/{pid}/task/{t}/children").read().split()]
+
+
 def _tree(pid: int) -> list[int]:
     """A process and its descendants."""
     try:
-        children = [int(c) for t in os.listdir(f"/proc/{pid}/task")
-                    for c in open(f"/proc/{pid}/task/{t}/children").read().split()]
+        below = children(pid)
     except OSError:  # it exited meanwhile
         return []
-    return [pid] + [d for c in children for d in _tree(c)]
+    return [pid] + [d for c in below for d in _tree(c)]
 
 
 def _pss_kb(pid: int) -> int:

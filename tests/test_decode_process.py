@@ -14,6 +14,7 @@ import grpc
 import prometheus_client
 import pytest
 
+from bench.common import children
 from bench.translation import VERSES
 from seqserve.manifest import ARCHS
 from seqserve.v1 import translation_pb2, translation_pb2_grpc
@@ -148,11 +149,6 @@ def _cpus(pid: int) -> set[int]:
     return set(next(iter(seen)))
 
 
-def _children(pid: int) -> list[int]:
-    return [int(c) for t in os.listdir(f"/proc/{pid}/task")
-            for c in open(f"/proc/{pid}/task/{t}/children").read().split()]
-
-
 def test_decode_cpus_pin_the_workers_and_keep_the_rest_of_the_server_off_them(model_repository, tmp_path):
     allowed = os.sched_getaffinity(0)
     decode = max(allowed)
@@ -166,7 +162,7 @@ def test_decode_cpus_pin_the_workers_and_keep_the_rest_of_the_server_off_them(mo
         assert _cpus(server.proc.pid) == rest
         # The server's children: the forkserver (the server's CPUs) and the resource tracker;
         # the forkserver's children are the decode processes, one per translation model.
-        workers = [w for c in _children(server.proc.pid) for w in _children(c)]
+        workers = [w for c in children(server.proc.pid) for w in children(c)]
         assert len(workers) == len(ARCHS)
         assert all(_cpus(w) == {decode} for w in workers)
 
