@@ -7,7 +7,9 @@ deploy/locustfile.py (sentiment, tagging and translation users, every
 architecture) against it, samples the server's memory every ``--every`` seconds,
 and prints the memory timeline, the growth from the first minute to the last, and
 locust's request and failure counts. Writes runs/bench/soak-*.json (and locust's
-CSV next to it).
+CSV next to it). The last sample, taken after locust exits, reads a few MB higher:
+PSS splits shared libraries' pages among the processes mapping them, locust's
+included, so the server's share grows when locust is gone (its RSS does not).
 """
 
 from __future__ import annotations
