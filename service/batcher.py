@@ -128,6 +128,8 @@ class Batcher(Generic[I, O]):
         held = self._in_flight + len(items) - 1
         if admit and self._admission and (refusal := self._admission.refusal(held)):
             raise ResourceExhausted(f"{self._name}: {refusal}")
+        if len(items) == 1:  # the common case; gather() would wrap it in a task of its own
+            return [await self.submit(items[0], admit=False)]
         return list(await asyncio.gather(*(self.submit(item, admit=False) for item in items)))
 
     async def close(self) -> None:

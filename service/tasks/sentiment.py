@@ -96,13 +96,11 @@ class SentimentModel:
         except Exception as exc:
             raise InferenceError(f"{self._name}: inference failed: {exc}") from exc
         labels = self._manifest.labels
+        probs = softmax(logits)  # (B, L)
+        # Whole-batch numpy calls, then plain lists: per-row numpy calls cost more than the maths.
         return [
-            Prediction(
-                labels[int(p.argmax())],
-                [(label, float(x)) for label, x in zip(labels, p)],
-                tuple(float(x) for x in row),
-            )
-            for p, row in zip(softmax(logits), logits)
+            Prediction(labels[best], list(zip(labels, p)), tuple(row))
+            for best, p, row in zip(probs.argmax(axis=-1).tolist(), probs.tolist(), logits.tolist())
         ]
 
     async def close(self) -> None:

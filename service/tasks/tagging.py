@@ -123,11 +123,14 @@ class TaggingModel:
         ids = [self._ids.get(w.lower(), self._unk) for w in words]
         return Encoded(words, ids, [token_features(w, self._buckets) for w in words])
 
-    def _decode(self, logits: np.ndarray) -> list[tuple[str, float]]:
-        probs = softmax(logits)  # (T, n_tags)
-        best = probs.argmax(axis=-1)  # (T,)
+    def _decode(self, logits: np.ndarray) -> list[list[tuple[str, float]]]:
+        """Every row's best tag and its probability, worked out for the whole batch at once:
+        per-row numpy calls cost more than the arithmetic at these sizes."""
+        probs = softmax(logits)  # (B, T, n_tags)
+        best = probs.argmax(axis=-1)  # (B, T)
+        top = np.take_along_axis(probs, best[..., None], axis=-1)[..., 0]  # (B, T)
         labels = self.manifest.labels
-        return [(labels[int(b)], float(p[b])) for b, p in zip(best, probs)]
+        return [[(labels[b], p) for b, p in zip(bs, ps)] for bs, ps in zip(best.tolist(), top.tolist())]
 
     def _run_full(self, rows: list[Encoded]) -> list[list[tuple[str, float]]]:
         """One batched ORT run of the full graph; in a worker thread."""
@@ -144,7 +147,7 @@ class TaggingModel:
             )  # (B, T, n_tags)
         except Exception as exc:
             raise InferenceError(f"{self._name}: inference failed: {exc}") from exc
-        return [self._decode(logits[i, :n]) for i, n in enumerate(lengths)]
+        return [tags[:n] for tags, n in zip(self._decode(logits), lengths.tolist())]
 
     async def tag(self, sentences: list[Encoded], admit: bool = True) -> list[list[tuple[str, float]]]:
         """Whole sentences through the batcher; ``admit=False`` for a stream's re-encodes
@@ -178,8 +181,8 @@ class TaggingModel:
                 logits, *states = self.step_session.run(["logits", *(f"{n}_out" for n in names)], inputs)
             except Exception as exc:
                 raise InferenceError(f"{self._name}: step failed: {exc}") from exc
-            for j, i in enumerate(rows):  # logits (B, k, n_tags); states (L, B, H)
-                out[i] = (self._decode(logits[j]), {n: s[:, j : j + 1].copy() for n, s in zip(names, states)})
+            for j, (i, tags) in enumerate(zip(rows, self._decode(logits))):  # logits (B, k, n_tags); states (L, B, H)
+                out[i] = (tags, {n: s[:, j : j + 1].copy() for n, s in zip(names, states)})
         return out
 
 
@@ -432,7 +435,9 @@ class TaggingTask:
     async def _next(self, it: AsyncIterator[StreamEvent]) -> StreamEvent | None:
         timeout = self._settings.stream_idle_timeout_s
         try:
-            return await asyncio.wait_for(anext(it), timeout)
+            # timeout(), not wait_for(): no task per message, which a stream pays on every word.
+            async with asyncio.timeout(timeout):
+                return await anext(it)
         except StopAsyncIteration:
             return None
         except TimeoutError:
