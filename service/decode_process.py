@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 from seqserve import decoding
 from seqserve.decoding import Search
+from service import heap
 from service.admission import Admission
 from service.affinity import pin_process
 from service.decode_scheduler import DecodeJob, DecodeObserver, DecodeScheduler, _Event
@@ -168,6 +169,7 @@ def worker_main(conn: multiprocessing.connection.Connection, spec: WorkerSpec) -
     except Exception as exc:  # the server reports it as the model's load error
         conn.send(("error", str(exc)))
         return
+    heap.settle()  # a full collection here would stall every translation in decoding
     conn.send(("ready", finished, seconds))
     jobs: dict[int, DecodeJob] = {}
     try:

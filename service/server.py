@@ -27,7 +27,7 @@ from seqserve.v1 import (
     translation_pb2,
     translation_pb2_grpc,
 )
-from service import repository
+from service import heap, repository
 from service.affinity import front_end_cpus, pin_process
 from service.grpc_api.interceptors import ConcurrencyInterceptor, ErrorInterceptor, MetricsInterceptor
 from service.grpc_api.security import AuthInterceptor, load_tokens, server_credentials
@@ -87,6 +87,8 @@ class App:
             entries = await asyncio.to_thread(repository.scan, self.settings.model_repository, self.settings.tasks)
             plan = await asyncio.to_thread(self.store.plan, entries)
             self.store.apply(plan)
+            if plan.added or plan.removed:
+                heap.settle()
             for model in plan.removed:
                 log.info("retiring %s/%s/%d (no longer in the repository)", model.entry.task, model.entry.arch,
                          model.entry.version)
@@ -105,6 +107,8 @@ class App:
                 await asyncio.sleep(0.1)
         finally:  # a shutdown cancels the wait: the version still closes
             await model.close()
+            if self.state.accepting:
+                heap.settle()
 
     async def _publish_status(self) -> None:
         """Health per task and the model_info series, from the store as it is now."""
