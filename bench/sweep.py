@@ -3,13 +3,15 @@
     .venv/bin/python -m bench.sweep [--tasks sentiment tagging translation] [--archs lstm gru]
         [--concurrency 1 4 16 64 256] [--seconds 5] [--repository models] [--channels 1] [--set processes=2]
 
-For each concurrency: a trivial gRPC echo (bench/echo.py, same request size) and
-the service (a fresh server on ``--repository``), both driven by the same
-closed-loop client; and raw ONNX Runtime on the same model and inputs, batch 1 and
-batch = min(concurrency, max batch), in this process with the server's session
-settings. Prints one table per task and writes everything to runs/bench/sweep-*.json.
+For each point (task, architecture, concurrency): a trivial gRPC echo (bench/echo.py,
+same request size) measured just before the service (one server on ``--repository``),
+both driven by the same closed-loop client, so that the two see the same machine (on
+a shared VM, minutes apart they need not); and raw ONNX Runtime on the same model and
+inputs, batch 1 and batch = min(concurrency, max batch), in this process with the
+server's session settings. Prints one table per task and writes everything to runs/bench/sweep-*.json.
 Columns: throughput and p50/p95/p99 of the service; its throughput as a share of
-the echo's; and "p50 over limit" = service p50 - (echo p50 + raw ORT p50 at batch 1).
+the echo's; "p50 over limit" = service p50 - (echo p50 + raw ORT p50 at batch 1); and
+the CPU time the hypervisor took from this VM (steal) while the echo and service ran.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import grpc
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from bench.common import LoadResult, closed_loop, echo_server, median_ms, save, seqserve_server, table
+from bench.common import LoadResult, closed_loop, cpu_steal, echo_server, median_ms, save, seqserve_server, table
 from bench.echo import UNARY
 from seqserve import decoding
 from seqserve.manifest import ARCHS
@@ -122,13 +124,9 @@ def main() -> None:
     args = p.parse_args()
     overrides = dict(item.split("=", 1) for item in args.set)
     max_batch = int(overrides.get("max_batch_size", Settings().max_batch_size))
-    results: dict[str, object] = {"settings": overrides, "echo": {}, "tasks": {}}
+    results: dict[str, object] = {"settings": overrides, "tasks": {}}
 
-    with echo_server() as echo:
-        for c in args.concurrency:
-            results["echo"][c] = asyncio.run(
-                drive(echo, echo_call, SENTENCE.encode() * 2, c, args.seconds, args.channels))
-    with seqserve_server(args.repository, tasks=_json_list(args.tasks), **overrides) as server:
+    with echo_server() as echo, seqserve_server(args.repository, tasks=_json_list(args.tasks), **overrides) as server:
         target = server.target
         for task in args.tasks:
             rows, task_results = [], {}
@@ -137,17 +135,20 @@ def main() -> None:
                 raw1 = raw_ort_ms(task, arch, args.repository, 1)
                 for c in args.concurrency:
                     raw_b = raw1 if c == 1 else raw_ort_ms(task, arch, args.repository, min(c, max_batch))
-                    res = asyncio.run(drive(target, make, request, c, args.seconds, args.channels))
-                    e: LoadResult = results["echo"][c]
+                    with cpu_steal() as steal:
+                        e = asyncio.run(drive(echo, echo_call, SENTENCE.encode() * 2, c, args.seconds, args.channels))
+                        res = asyncio.run(drive(target, make, request, c, args.seconds, args.channels))
                     task_results[f"{arch}/{c}"] = {"service": res, "raw_ort_ms_batch1": raw1,
-                                                   "raw_ort_ms_batch": raw_b, "echo": e}
+                                                   "raw_ort_ms_batch": raw_b, "echo": e,
+                                                   "steal_percent": steal["percent"]}
                     rows.append([arch, c, res.per_second, res.p50_ms, res.p95_ms, res.p99_ms, res.errors,
                                  e.per_second, e.p50_ms, raw1, raw_b,
-                                 f"{100 * res.per_second / e.per_second:.0f}%", res.p50_ms - e.p50_ms - raw1])
+                                 f"{100 * res.per_second / e.per_second:.0f}%", res.p50_ms - e.p50_ms - raw1,
+                                 f"{steal['percent']:.0f}%"])
             results["tasks"][task] = task_results
             print(f"\n== {task}")
             print(table(["arch", "conc", "req/s", "p50 ms", "p95", "p99", "err", "echo req/s", "echo p50",
-                         "ORT b1 ms", "ORT bN ms", "of echo", "p50 over limit"], rows))
+                         "ORT b1 ms", "ORT bN ms", "of echo", "p50 over limit", "steal"], rows))
     print(f"\nwrote {save('sweep', results)}")
 
 
