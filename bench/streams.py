@@ -7,7 +7,9 @@ Each stream sends one word per message at ``--rate`` words/s (starts spread over
 second) and times each word from sending it to receiving its tag. ``--rate 0``
 sends as fast as tags come back (saturation). ``--compare`` runs every point twice:
 the service as configured (a model's live streams share each step run) and with
-``max_batch_size=1`` (one ORT call per token), and prints the ratio of tokens/s.
+``max_batch_size=1`` (one ORT call per token), one right after the other on two
+servers started together, and prints the ratio of tokens/s. "steal": the CPU time
+the hypervisor took from this VM during the point.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import argparse
 import asyncio
 import random
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import grpc
 
-from bench.common import percentile, save, seqserve_server, table
+from bench.common import cpu_steal, percentile, save, seqserve_server, table
 from bench.tag_wait import TEXT
 from seqserve.v1 import common_pb2, tagging_pb2, tagging_pb2_grpc
 
@@ -88,15 +91,21 @@ def main() -> None:
     results: dict[str, dict] = {}
     rows = []
     limits = {"max_streams": str(max(args.streams) + 10), "tasks": '["tagging"]'}
-    for name, settings in configs.items():
-        with seqserve_server(args.repository, **limits, **settings) as server:
-            target = server.target
-            for arch in args.archs:
-                for n in args.streams:
-                    r = asyncio.run(run(target, arch, n, args.rate, args.seconds))
+    with ExitStack() as stack:
+        # Both servers at once, each point run on one and then the other: on a shared VM
+        # the machine changes from minute to minute, and a ratio of runs minutes apart shows it.
+        targets = {name: stack.enter_context(seqserve_server(args.repository, **limits, **settings)).target
+                   for name, settings in configs.items()}
+        for arch in args.archs:
+            for n in args.streams:
+                for name, target in targets.items():
+                    with cpu_steal() as steal:
+                        r = asyncio.run(run(target, arch, n, args.rate, args.seconds))
+                    r["steal_percent"] = steal["percent"]
                     results[f"{name}/{arch}/{n}"] = r
-                    rows.append([name, arch, n, args.rate, r["tokens_per_s"], r["p50_ms"], r["p99_ms"]])
-    print(table(["mode", "arch", "streams", "words/s each", "tokens/s", "p50 ms", "p99 ms"], rows))
+                    rows.append([name, arch, n, args.rate, r["tokens_per_s"], r["p50_ms"], r["p99_ms"],
+                                 f"{steal['percent']:.0f}%"])
+    print(table(["mode", "arch", "streams", "words/s each", "tokens/s", "p50 ms", "p99 ms", "steal"], rows))
     if args.compare:
         for arch in args.archs:
             for n in args.streams:
