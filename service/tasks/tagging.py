@@ -29,7 +29,6 @@ from service.repository import ModelEntry
 from service.runtime import Runtime
 from service.settings import Settings
 from service.tasks.base import ModelStore, model_batcher, warm_up_text
-from service.tasks.sentiment import softmax
 
 TASK = "tagging"
 _FEATURE_CACHE_WORDS = 16_384  # distinct words kept per model: a few MB at most
@@ -133,9 +132,10 @@ class TaggingModel:
     def _decode(self, logits: np.ndarray) -> list[list[tuple[str, float]]]:
         """Every row's best tag and its probability, worked out for the whole batch at once:
         per-row numpy calls cost more than the arithmetic at these sizes."""
-        probs = softmax(logits)  # (B, T, n_tags)
-        best = probs.argmax(axis=-1)  # (B, T)
-        top = np.take_along_axis(probs, best[..., None], axis=-1)[..., 0]  # (B, T)
+        best = logits.argmax(axis=-1)  # (B, T)
+        # The best tag's probability is exp(0) over the sum once the maximum is subtracted.
+        shifted = logits - logits.max(axis=-1, keepdims=True)  # (B, T, n_tags)
+        top = 1.0 / np.exp(shifted).sum(axis=-1)  # (B, T)
         labels = self.manifest.labels
         return [[(labels[b], p) for b, p in zip(bs, ps)] for bs, ps in zip(best.tolist(), top.tolist())]
 
