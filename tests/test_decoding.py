@@ -113,3 +113,26 @@ def test_the_cache_is_trimmed_when_the_longest_row_leaves() -> None:
 def test_beam_search_needs_n_best_within_the_beam() -> None:
     with pytest.raises(ValueError):
         BeamSearch(EOS, 10, beam_size=2, n_best=3)
+
+
+def _candidates_by_brute_force(scores: np.ndarray, logp: np.ndarray, n: int):
+    """Every (beam, token) scored, sorted by score desc, then (beam, token) asc."""
+    K, V = logp.shape
+    beam, token = np.divmod(np.arange(K * V), V)
+    total = scores[beam] + logp[beam, token].astype(np.float64)
+    order = sorted(range(K * V), key=lambda i: (-total[i], beam[i], token[i]))[:n]
+    return beam[order], token[order], total[order]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_beam_candidates_pick_what_scoring_every_token_picks_ties_and_minus_infinity_included(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    K, V, n = int(rng.integers(1, 5)), int(rng.integers(3, 40)), int(rng.integers(1, 9))
+    # Few distinct values: many ties within and across rows; some tokens impossible.
+    logp = -rng.integers(0, 4, size=(K, V)).astype(np.float32)
+    logp[rng.random((K, V)) < 0.3] = -np.inf
+    scores = -rng.integers(0, 3, size=K).astype(np.float64)
+    got = decoding.beam_candidates(scores, logp, n)
+    want = _candidates_by_brute_force(scores, logp, n)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
