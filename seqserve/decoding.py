@@ -48,12 +48,15 @@ EncodeFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, State]]
 StepFn = Callable[[np.ndarray, State, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, State]]
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """(B, V) -> (B, V) log-probabilities, in the logits' own precision (float32 from the
-    graphs: float64 took 3-4x as long at a few hundred rows). The searches add them up
-    in float64, so a long hypothesis's score does not drift."""
-    shifted = logits - logits.max(axis=-1, keepdims=True)  # (B, V), avoids overflow
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+def log_softmax_(logits: np.ndarray) -> np.ndarray:
+    """(B, V) logits -> (B, V) log-probabilities written over them (the step's own output,
+    read by nothing else), in their own precision (float32 from the graphs: float64 took
+    3-4x as long at a few hundred rows). The searches add them up in float64, so a long
+    hypothesis's score does not drift. In place, because at 128 rows of 8,000 the
+    temporaries cost more than the arithmetic (1.40 -> 0.88 ms, the same bits)."""
+    logits -= logits.max(axis=-1, keepdims=True)  # (B, V), avoids overflow
+    logits -= np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+    return logits
 
 
 def take_rows(state: State, index: np.ndarray, batch_axes: dict[str, int] | None = None) -> State:
@@ -330,7 +333,7 @@ class RunningBatch:
         """One decoder step for every row; returns the members that finished (and left)."""
         positions = np.repeat([m.position for m in self.members], [m.rows for m in self.members])
         logits, state = self._step(self._prev, self._state, self._memory, self._lengths, positions.astype(np.int64))
-        logp = log_softmax(logits)  # (R, V)
+        logp = log_softmax_(logits)  # (R, V)
         gather, prev, kept, finished = [], [], [], []
         row = 0
         for m in self.members:
