@@ -84,7 +84,8 @@ class Settings(BaseSettings):
     (about a translation's unloaded p50) keeps admitted translations near their unloaded
     latency under overload, at 60-90% of the throughput a full queue gets, while
     sentiment keeps the default for full batches: under 10x overload, p99 within 2x the
-    unloaded p99 in two runs of three alone, in 13 of 15 with DECODE_CPUS
+    unloaded p99 in two runs of three alone, in 13 of 15 with DECODE_CPUS; since beam
+    search got faster (10x is now a heavier load), in one of five with DECODE_CPUS
     (docs/performance.md, overload)."""
 
     max_text_chars: int = Field(2000, ge=1)
@@ -128,8 +129,9 @@ class Settings(BaseSettings):
     (refusing calls, under overload) from slowing decoding down: on a 2-core machine at
     10x overload, with ``[1]`` and a 10 ms translation budget, admitted translations'
     p99 stayed within 2x the unloaded p99 in 13 runs of 15 (median 1.23x), against
-    1.4-3.4x unpinned (docs/performance.md, overload). Costs sentiment and tagging
-    those CPUs. Linux only; needs DECODE_PROCESS."""
+    1.4-3.4x unpinned; after beam search got faster, 10x is 806-1,057 arrivals/s and it
+    held in one run of five (1.75-3.62x; docs/performance.md, overload). Costs
+    sentiment and tagging those CPUs. Linux only; needs DECODE_PROCESS."""
     decode_batching: Literal["continuous", "request"] = "continuous"
     """``continuous``: translations join and leave the running decode batch at every
     step; ``request``: a batch runs until its longest member ends (for comparison)."""
