@@ -9,6 +9,15 @@ cannot take fails alone). Items whose caller has gone (cancelled future) are
 dropped before they reach the model. With ``inline_single``, a lone item that
 finds the model idle runs on the event loop's own thread: two thread hand-offs
 less for a request at low load, at the price of holding the loop for that one run.
+
+With ``hold_s``, a batch of a busy model also waits while the event loop has other
+work, for at most ``hold_s``. A gRPC server's one event loop takes requests in one by
+one, so under load a batch would otherwise go with one item while the next requests
+are still being unpacked; a run of 8 costs about what 3 single runs do. A model is
+busy when most of its recent requests arrived while others were unanswered: a client
+that sends one request at a time never makes it so, and never waits. The hold ends
+once the loop has had nothing else to do for ``_IDLE_S``: then no request is on its
+way, and holding would only add latency.
 """
 
 from __future__ import annotations
@@ -22,6 +31,14 @@ from typing import Generic, Protocol, TypeVar
 
 from service.admission import Admission
 from service.errors import ResourceExhausted, Unavailable
+
+# A turn of the event loop this short ran nothing but the batcher.
+_IDLE_TURN_S = 15e-6
+# Idle this long, the loop has no request on its way (measured at 64 in flight: 90% of
+# its idle stretches between requests are under 80 us).
+_IDLE_S = 100e-6
+# Weight of the newest arrival in the busy average: about the last 16 count.
+_BUSY_WEIGHT = 1 / 16
 
 I = TypeVar("I")
 O = TypeVar("O")
@@ -56,6 +73,7 @@ class Batcher(Generic[I, O]):
         name: str = "batcher",
         admission: Admission | None = None,
         inline_single: bool = False,
+        hold_s: float = 0.0,
     ) -> None:
         if max_batch_size < 1 or workers < 1 or max_queue < 1:
             raise ValueError("max_batch_size, workers and max_queue must be at least 1")
@@ -74,6 +92,10 @@ class Batcher(Generic[I, O]):
         self._admission = admission
         self._inline_single = inline_single
         self._running = 0
+        self._hold_s = hold_s
+        self._overlap = 0.0  # moving share of arrivals that found others unanswered
+        # One worker collects at a time, so a held batch is not starved by the others.
+        self._collecting = asyncio.Lock()
 
     def start(self) -> None:
         """Start the worker tasks; needs a running event loop."""
@@ -99,9 +121,15 @@ class Batcher(Generic[I, O]):
         """Items submitted and not yet answered (queued or running)."""
         return self._in_flight
 
-    async def submit(self, item: I, admit: bool = True) -> O:
+    @property
+    def busy(self) -> bool:
+        """Whether most recent requests arrived while others were unanswered."""
+        return self._overlap > 0.5
+
+    async def submit(self, item: I, admit: bool = True, arrival: bool = True) -> O:
         """Queue ``item`` and wait for its result (or the error of its batch). ``admit=False``
-        skips the latency budget (work of a stream that was admitted when it opened)."""
+        skips the latency budget (work of a stream that was admitted when it opened);
+        ``arrival=False`` keeps it out of ``busy`` (the second and later items of one request)."""
         if self._closed:
             raise Unavailable(f"{self._name} is shutting down")
         if self._queue.qsize() >= self._max_queue:
@@ -111,6 +139,8 @@ class Batcher(Generic[I, O]):
         if admit and self._admission and (refusal := self._admission.refusal(self._in_flight)):
             raise ResourceExhausted(f"{self._name}: {refusal}")
         self.start()
+        if arrival:
+            self._overlap += _BUSY_WEIGHT * ((self._in_flight > 0) - self._overlap)
         future: asyncio.Future[O] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(item, future))
         self._in_flight += 1
@@ -130,7 +160,9 @@ class Batcher(Generic[I, O]):
             raise ResourceExhausted(f"{self._name}: {refusal}")
         if len(items) == 1:  # the common case; gather() would wrap it in a task of its own
             return [await self.submit(items[0], admit=False)]
-        return list(await asyncio.gather(*(self.submit(item, admit=False) for item in items)))
+        return list(await asyncio.gather(
+            *(self.submit(item, admit=False, arrival=i == 0) for i, item in enumerate(items))
+        ))
 
     async def close(self) -> None:
         """Stop the workers; items still queued fail with UNAVAILABLE."""
@@ -146,7 +178,8 @@ class Batcher(Generic[I, O]):
 
     async def _work(self) -> None:
         while True:
-            batch = await self._collect()
+            async with self._collecting:
+                batch = await self._collect()
             if batch:
                 await self._run_batch(batch)
 
@@ -156,20 +189,38 @@ class Batcher(Generic[I, O]):
         # are still being unpacked by their handlers, and without this turn the
         # worker would run them one by one (batches of 1-3 at concurrency 64).
         await asyncio.sleep(0)
-        deadline = time.perf_counter() + self._max_wait_s
-        while len(batch) < self._max_batch_size:
-            if not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-                continue
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                break
+        while len(batch) < self._max_batch_size and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        if len(batch) < self._max_batch_size and self._max_wait_s > 0:
+            # One timer for the whole wait: wait_for() per item would cost a task each.
             try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                async with asyncio.timeout(self._max_wait_s):
+                    while len(batch) < self._max_batch_size:
+                        batch.append(await self._queue.get())
             except TimeoutError:
-                break
+                pass
+        if len(batch) < self._max_batch_size and self._hold_s > 0 and self.busy:
+            await self._hold_while_loop_busy(batch)
         # A cancelled caller (client gone, deadline passed) costs no model time.
         return [p for p in batch if not p.future.done()]
+
+    async def _hold_while_loop_busy(self, batch: list[_Pending[I, O]]) -> None:
+        """Add items to ``batch`` turn by turn until the loop idles, the hold ends or it is full.
+        Turn by turn, not a timed wait: asyncio's shortest timed wait is a millisecond."""
+        now = time.perf_counter()
+        deadline, idle_since = now + self._hold_s, now
+        while len(batch) < self._max_batch_size and now < deadline:
+            if not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+                idle_since = time.perf_counter()
+                continue
+            turn = now
+            await asyncio.sleep(0)
+            now = time.perf_counter()
+            if now - turn >= _IDLE_TURN_S:
+                idle_since = now
+            elif now - idle_since >= _IDLE_S:
+                return
 
     async def _run_batch(self, batch: list[_Pending[I, O]]) -> None:
         started = time.perf_counter()

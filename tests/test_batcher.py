@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -205,4 +206,62 @@ async def test_several_workers_run_batches_in_parallel():
 
     b = Batcher(run, max_batch_size=1, max_wait_s=0, max_queue=10, workers=2, executor=ThreadPoolExecutor(2))
     assert await asyncio.gather(b.submit(1), b.submit(2)) == [1, 2]
+    await b.close()
+
+
+def _spin(seconds: float) -> None:
+    """Keep the event loop's thread busy, as unpacking a request does."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+async def _make_busy(b: Batcher[int, int]) -> None:
+    await asyncio.gather(*(b.submit(i) for i in range(32)))  # each found others unanswered
+    assert b.busy
+
+
+async def _arrive_one_per_busy_turn(b: Batcher[int, int], n: int) -> list[int]:
+    async def request(i: int) -> int:
+        for _ in range(i):
+            await asyncio.sleep(0)
+        _spin(0.0003)
+        return await b.submit(i)
+
+    return await asyncio.gather(*(request(i) for i in range(n)))
+
+
+async def test_a_busy_model_holds_its_batch_while_the_loop_is_taking_requests_in():
+    rec = Recorder()
+    b = make(rec, max_wait_s=0.0, hold_s=30.0)
+    await _make_busy(b)
+    rec.batches.clear()
+    assert await _arrive_one_per_busy_turn(b, 8) == [i * 10 for i in range(8)]
+    assert rec.batches == [list(range(8))]
+    await b.close()
+    # Without the hold the same arrivals go in several runs.
+    rec = Recorder()
+    b = make(rec, max_wait_s=0.0)
+    await _make_busy(b)
+    rec.batches.clear()
+    await _arrive_one_per_busy_turn(b, 8)
+    assert len(rec.batches) > 1
+    await b.close()
+
+
+async def test_the_hold_ends_as_soon_as_the_loop_has_nothing_else_to_do():
+    rec = Recorder()
+    b = make(rec, max_wait_s=0.0, hold_s=30.0)
+    await _make_busy(b)
+    assert await asyncio.wait_for(b.submit(3), timeout=5) == 30
+    await b.close()
+
+
+async def test_one_request_at_a_time_never_makes_the_model_busy():
+    rec = Recorder()
+    b = make(rec, max_wait_s=0.0, hold_s=30.0)
+    for i in range(40):
+        assert await b.submit(i) == i * 10
+        assert await b.submit_many([1, 2, 3, 4]) == [10, 20, 30, 40]  # one request of four items
+    assert not b.busy
     await b.close()

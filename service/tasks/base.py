@@ -50,10 +50,11 @@ ModelFactory = Callable[[ModelEntry], ServedModel]
 
 def model_batcher(
     run: Callable[[list[Any]], list[Any]], entry: ModelEntry, settings: Settings, metrics: Metrics, executor: Executor,
-    admission: bool = True,
+    admission: bool = True, hold: bool = True,
 ) -> Batcher[Any, Any]:
     """The dynamic batcher in front of one model version, sized by the settings; with
-    ``admission``, requests past the latency budget are refused at once."""
+    ``admission``, requests past the latency budget are refused at once; with ``hold``,
+    a busy model's batches wait for more while the event loop takes requests in."""
     return Batcher(
         run,
         max_batch_size=settings.max_batch_size,
@@ -65,6 +66,7 @@ def model_batcher(
         name=f"{entry.task}/{entry.arch}/{entry.version}",
         admission=admission_for(settings, entry.task, settings.inference_threads) if admission else None,
         inline_single=settings.inline_single_runs,
+        hold_s=settings.batch_hold_ms / 1000 if hold else 0.0,
     )
 
 

@@ -101,8 +101,10 @@ class TaggingModel:
         if self.mode == "causal":
             self.state_specs = [(st["name"], list(st["shape"])) for st in m.streaming["state"]]
             self.step_session = self._runtime.session(folder / m.files["step"])
+            # No hold: a stream's client waits for each word's tag, and its steps already
+            # batch across streams while the previous step runs.
             self._step_batcher = model_batcher(
-                self._run_steps, self.entry, s, self._metrics, self._executor, admission=False
+                self._run_steps, self.entry, s, self._metrics, self._executor, admission=False, hold=False
             )
         elif self.lookahead >= s.lookahead_window:
             raise ValueError(f"{folder}: lookahead {self.lookahead} needs SEQSERVE_LOOKAHEAD_WINDOW above it")
