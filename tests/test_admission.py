@@ -27,6 +27,19 @@ def test_capacity_is_requests_per_busy_second_times_parallel_runs():
     assert a.refusal(1) == ""  # 1 ahead: 1 ms of work
 
 
+def test_capacity_counts_only_the_recent_history_however_many_runs_went_before():
+    import random
+
+    rng = random.Random(5)
+    a = Admission(budget_s=0.1, floor=2, history=16)
+    runs = [(rng.randint(0, 8), rng.uniform(1e-4, 1e-2)) for _ in range(1000)]
+    for i, run in enumerate(runs, 1):
+        a.record(*run)
+        recent = runs[max(0, i - 16):i]
+        expected = sum(n for n, _ in recent) / sum(s for _, s in recent)
+        assert a.capacity() == pytest.approx(expected, rel=1e-9)
+
+
 def test_below_the_floor_only_a_thin_history_admits_whatever_the_estimate():
     a = Admission(budget_s=0.1, floor=8)
     a.record(1, 1.0)  # one request finished in a second: 1/s, probably a first batch still running
