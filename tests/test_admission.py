@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 
 import pytest
@@ -28,8 +29,6 @@ def test_capacity_is_requests_per_busy_second_times_parallel_runs():
 
 
 def test_capacity_counts_only_the_recent_history_however_many_runs_went_before():
-    import random
-
     rng = random.Random(5)
     a = Admission(budget_s=0.1, floor=2, history=16)
     runs = [(rng.randint(0, 8), rng.uniform(1e-4, 1e-2)) for _ in range(1000)]
