@@ -47,7 +47,7 @@ class Admission:
             self._sum_busy += busy_seconds
             self._finished += finished
             self._records += 1
-            if self._records % len(self._runs) == 0:  # once per history: shed float drift
+            if self._records % self._runs.maxlen == 0:  # once per history: shed float drift
                 self._sum_busy = sum(s for _, s in self._runs)
 
     def _history(self) -> tuple[int, float]:
