@@ -1,13 +1,16 @@
 """Translation under load: continuous (iteration-level) batching against request-level batching.
 
     .venv/bin/python -m bench.translation [--archs gru transformer] [--concurrency 1 4 16 32 64]
-        [--beam 1] [--seconds 10] [--repository models]
+        [--beam 1] [--seconds 10] [--repository models] [--modes continuous request static]
 
-Two servers in turn, ``SEQSERVE_DECODE_BATCHING=continuous`` and ``=request``, each
-driven by the same closed-loop client streaming translations of verses of very
-different lengths (``TranslateStream``). Per point: sentences/s, time to first
-token (first text piece) p50/p99 and whole-request p50/p99; then the ratio of
-sentences/s, continuous over request-level. Writes runs/bench/translation-*.json.
+One server per ``SEQSERVE_DECODE_BATCHING`` mode in turn, each driven by the same
+closed-loop client streaming translations of verses of very different lengths
+(``TranslateStream``). The two baselines: ``request`` lets no new translation into a
+running batch but lets finished ones leave; ``static`` also keeps finished ones'
+rows stepping until the longest ends (a one-shot padded batch). Per point:
+sentences/s, time to first token (first text piece) p50/p99 and whole-request
+p50/p99; then the ratio of sentences/s, continuous over each baseline. Writes
+runs/bench/translation-*.json.
 """
 
 from __future__ import annotations
@@ -75,10 +78,12 @@ def main() -> None:
     p.add_argument("--beam", type=int, default=1)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--repository", type=Path, default=Path("models"))
+    p.add_argument("--modes", nargs="+", choices=["continuous", "request", "static"],
+                   default=["continuous", "request", "static"])
     args = p.parse_args()
     results: dict[str, dict] = {}
     rows = []
-    for mode in ("continuous", "request"):
+    for mode in args.modes:
         with seqserve_server(args.repository, tasks='["translation"]', decode_batching=mode) as server:
             target = server.target
             for arch in args.archs:
@@ -88,10 +93,12 @@ def main() -> None:
                     rows.append([mode, arch, c, r["sentences_per_s"], r["ttft_p50_ms"], r["ttft_p99_ms"],
                                  r["p50_ms"], r["p99_ms"]])
     print(table(["batching", "arch", "conc", "sent/s", "TTFT p50 ms", "TTFT p99", "p50 ms", "p99 ms"], rows))
-    for arch in args.archs:
-        ratios = [f"{c}: {results[f'continuous/{arch}/{c}']['sentences_per_s'] / results[f'request/{arch}/{c}']['sentences_per_s']:.2f}x"
+    for arch, base in itertools.product(args.archs, [m for m in args.modes if m != "continuous"]):
+        if "continuous" not in args.modes:
+            break
+        ratios = [f"{c}: {results[f'continuous/{arch}/{c}']['sentences_per_s'] / results[f'{base}/{arch}/{c}']['sentences_per_s']:.2f}x"
                   for c in args.concurrency]
-        print(f"{arch} continuous / request-level sentences/s by concurrency: {', '.join(ratios)}")
+        print(f"{arch} continuous / {base} sentences/s by concurrency: {', '.join(ratios)}")
     print(f"wrote {save('translation', {'args': vars(args) | {'repository': str(args.repository)}, 'results': results})}")
 
 

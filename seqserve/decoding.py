@@ -275,7 +275,10 @@ class RunningBatch:
     """Sequences decoded together, one ``step`` call per iteration for all of them.
 
     Sentences join (``add``, already encoded) and leave (finished, or ``remove``d)
-    between any two steps: continuous batching. A joining group's memory is
+    between any two steps: continuous batching. With ``static``, a finished sentence
+    keeps its rows, stepped and unread, and ``step`` hands back every sentence at once
+    when the last one ends: the padded batch of a one-shot ``generate`` call, kept as
+    the baseline continuous batching is measured against. A joining group's memory is
     zero-padded to the batch's source length (rows attend only up to their own
     ``src_lengths``); growing state (the Transformer's caches, ``grow_axes``) is
     left-padded to the batch's past, since a row's history is its last
@@ -289,8 +292,9 @@ class RunningBatch:
         bos_id: int,
         batch_axes: dict[str, int] | None = None,
         grow_axes: dict[str, int] | None = None,
+        static: bool = False,
     ) -> None:
-        self._step, self._bos = step, bos_id
+        self._step, self._bos, self._static = step, bos_id, static
         self._batch_axes, self._grow_axes = batch_axes or {}, grow_axes or {}
         self.members: list[_Member] = []
         self._state: State = {}
@@ -337,16 +341,22 @@ class RunningBatch:
         gather, prev, kept, finished = [], [], [], []
         row = 0
         for m in self.members:
-            parents, tokens = m.search.advance(logp[row : row + m.rows])
+            if not m.search.done:
+                parents, tokens = m.search.advance(logp[row : row + m.rows])
+            if m.search.done and self._static:  # its rows step on unread, fed their last tokens
+                parents, tokens = np.arange(m.rows), self._prev[row : row + m.rows]
             if m.search.done:
                 finished.append(m)
-            else:
+            if not m.search.done or self._static:
                 gather.append(parents + row)
                 prev.append(tokens)
                 kept.append(m)
             row += m.rows
             m.rows, m.position = int(parents.size), m.position + 1
         self._state = state
+        if self._static:  # the batch waits for its longest member, then all leave together
+            finished = finished if len(finished) == len(kept) else []
+            kept = [] if finished else kept
         self._keep(kept, gather, prev)
         return finished
 

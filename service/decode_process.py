@@ -31,7 +31,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from seqserve import decoding
 from seqserve.decoding import Search
@@ -41,7 +41,7 @@ from service.affinity import pin_process
 from service.decode_scheduler import DecodeJob, DecodeObserver, DecodeScheduler, _Event
 from service.errors import ResourceExhausted, Unavailable
 from service.runtime import Runtime
-from service.settings import Settings
+from service.settings import DecodeBatching, Settings
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class WorkerSpec:
     max_rows: int
     max_queue: int
     max_encode_batch: int
-    mode: Literal["continuous", "request"]
+    mode: DecodeBatching
     name: str
     warm_up: list[tuple[list[int], Search]]  # decoded once before the worker says it is ready
 

@@ -6,8 +6,9 @@ requests while the running batch has rows to spare, encodes them together in
 one encoder run, and then steps every sequence in the batch at once
 (``seqserve.decoding.RunningBatch``): a sentence leaves the moment it is done,
 and the next one takes its rows at the following step, instead of a batch
-waiting for its longest member. ``mode="request"`` admits only into an empty
-batch (request-level batching), for comparison.
+waiting for its longest member. For comparison, ``mode="request"`` admits only
+into an empty batch (request-level batching), and ``mode="static"`` also keeps
+finished sentences' rows stepping until the batch's longest member ends.
 
 A cancelled or expired request leaves before the next step, so its rows cost
 nothing more; a failing step or encoder run fails exactly the requests that
@@ -26,13 +27,14 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from seqserve.decoding import EncodeFn, RunningBatch, Search, StepFn, Translation
 from service.admission import Admission
 from service.errors import InferenceError, ResourceExhausted, SeqserveError, Status, Unavailable
+from service.settings import DecodeBatching
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +136,7 @@ class DecodeScheduler:
         max_rows: int,
         max_queue: int,
         max_encode_batch: int,
-        mode: Literal["continuous", "request"] = "continuous",
+        mode: DecodeBatching = "continuous",
         observer: DecodeObserver | None = None,
         name: str = "decoder",
         admission: Admission | None = None,
@@ -203,7 +205,10 @@ class DecodeScheduler:
     # -- the decode thread
 
     def _new_batch(self) -> RunningBatch:
-        return RunningBatch(self._step, bos_id=self._bos, batch_axes=self._batch_axes, grow_axes=self._grow_axes)
+        return RunningBatch(
+            self._step, bos_id=self._bos, batch_axes=self._batch_axes, grow_axes=self._grow_axes,
+            static=self._mode == "static",
+        )
 
     def _timed_step(self, step: StepFn) -> StepFn:
         def timed(prev, state, memory, src_lengths, position):  # numpy in, numpy out
@@ -249,7 +254,7 @@ class DecodeScheduler:
 
     def _admit(self) -> list[DecodeJob]:
         """Waiting requests that fit now (caller holds the lock)."""
-        if self._mode == "request" and self._batch:
+        if self._mode != "continuous" and self._batch:
             return []
         room = self._max_rows - self._reserved()
         group: list[DecodeJob] = []

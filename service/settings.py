@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Task = Literal["sentiment", "tagging", "translation"]
+DecodeBatching = Literal["continuous", "request", "static"]
 
 
 class Settings(BaseSettings):
@@ -139,9 +140,11 @@ class Settings(BaseSettings):
     1.4-3.4x unpinned; after beam search got faster, 10x is 806-1,057 arrivals/s and it
     held in one run of five (1.75-3.62x; docs/performance.md, overload). Costs
     sentiment and tagging those CPUs. Linux only; needs DECODE_PROCESS."""
-    decode_batching: Literal["continuous", "request"] = "continuous"
+    decode_batching: DecodeBatching = "continuous"
     """``continuous``: translations join and leave the running decode batch at every
-    step; ``request``: a batch runs until its longest member ends (for comparison)."""
+    step. For comparison: ``request``: new translations join only an empty batch
+    (finished ones still leave at once); ``static``: the batch runs as a whole until
+    its longest member ends, finished members' rows included (a one-shot padded batch)."""
 
     tls_cert_file: Path | None = None
     """PEM certificate chain the server presents; with ``TLS_KEY_FILE`` the port

@@ -85,7 +85,7 @@ def requests(n: int, seed: int = 0) -> list[tuple[list[int], str, int]]:
     ]
 
 
-@pytest.mark.parametrize("mode", ["continuous", "request"])
+@pytest.mark.parametrize("mode", ["continuous", "request", "static"])
 async def test_concurrent_requests_each_get_their_own_answer(mode: str) -> None:
     lm, rec = CacheLM(5), Recorder()
     sched = scheduler(lm, rec, mode=mode)

@@ -59,6 +59,31 @@ def test_joining_at_any_step_equals_decoding_alone(kind: str, seed: int) -> None
         assert [h.tokens for h in s.result().hypotheses] == alone(lm, srcs[i], kind, limits[i])
 
 
+@pytest.mark.parametrize("kind", ["greedy", "beam"])
+def test_a_static_batch_keeps_every_row_until_its_longest_member_ends(kind: str) -> None:
+    lm, rng = CacheLM(4), np.random.default_rng(4)
+    srcs = sources(rng, 5)
+    limits = [2, 9, 4, 12, 6]
+    searches = [make_search(kind, n) for n in limits]
+    batch = RunningBatch(lm.step, bos_id=BOS, grow_axes={"k": 2}, static=True)
+    for i, ids in enumerate(srcs):
+        batch.add([i], [searches[i]], *encode_one(lm, ids))
+    steps, rows = 0, []
+    while batch:
+        finished = batch.step()
+        steps += 1
+        rows.append(batch.rows)
+        if batch:
+            assert finished == []  # nobody leaves before the longest member is done
+    assert {m.key for m in finished} == set(range(5))
+    took = [len(s.tokens) if kind == "greedy" else s.t for s in searches]  # steps each needed
+    assert steps == max(took) and min(took) < steps
+    if kind == "greedy":
+        assert rows[:-1] == [5] * (steps - 1)  # finished rows kept stepping
+    for i, s in enumerate(searches):
+        assert [h.tokens for h in s.result().hypotheses] == alone(lm, srcs[i], kind, limits[i])
+
+
 def test_removed_sentences_leave_and_the_rest_is_unchanged() -> None:
     lm, rng = CacheLM(7), np.random.default_rng(7)
     srcs = sources(rng, 4)
