@@ -263,26 +263,41 @@ class BeamSearch:
 # ----------------------------------------------------------------------------- the running batch
 
 
+# Slots of growing state (and of memory) nobody reads are trimmed once there are this
+# many: the trim is a copy too.
+_TRIM_SLOTS = 8
+
+
 @dataclass
 class _Member:
     key: Hashable
-    search: Search
+    search: Search | None  # None: spare rows, left by a sentence that finished or was removed
     rows: int  # its consecutive rows in the batch
-    position: int  # tokens each of its rows has fed (0 before <bos>)
+    position: int  # tokens each of its rows has fed (0 before <bos>; spare rows stay at 0)
 
 
 class RunningBatch:
     """Sequences decoded together, one ``step`` call per iteration for all of them.
 
     Sentences join (``add``, already encoded) and leave (finished, or ``remove``d)
-    between any two steps: continuous batching. With ``static``, a finished sentence
-    keeps its rows, stepped and unread, and ``step`` hands back every sentence at once
-    when the last one ends: the padded batch of a one-shot ``generate`` call, kept as
-    the baseline continuous batching is measured against. A joining group's memory is
-    zero-padded to the batch's source length (rows attend only up to their own
-    ``src_lengths``); growing state (the Transformer's caches, ``grow_axes``) is
-    left-padded to the batch's past, since a row's history is its last
-    ``position`` slots. Both are trimmed again when the longest rows leave.
+    between any two steps: continuous batching. Leaving compacts the state (a copy)
+    unless ``spare`` allows otherwise: then a leaving sentence's rows stay, stepped and
+    unread, until joining sentences take them over or spare rows pass that share of
+    the batch, so that neither leaving nor joining copies the state (worth it where a
+    copy costs more than stepping a few rows: copying the full Transformer's caches at
+    32 rows costs about a quarter of a step; one row, a thirty-second). A sentence in
+    a spare row starts at position 0, so it reads none of the row's old history; its
+    memory is zero-padded to the batch's source length (rows attend only up to their
+    own ``src_lengths``).
+    Sentences that find no spare row are appended: their growing state (the
+    Transformer's caches, ``grow_axes``) left-padded to the batch's past, since a
+    row's history is its last ``position`` slots. Unread history and memory are
+    trimmed once ``_TRIM_SLOTS`` of them have gathered.
+
+    With ``static``, a finished sentence keeps its rows, stepped and unread, and
+    ``step`` hands back every sentence at once when the last one ends: the padded batch
+    of a one-shot ``generate`` call, kept as the baseline continuous batching is
+    measured against.
     """
 
     def __init__(
@@ -293,17 +308,19 @@ class RunningBatch:
         batch_axes: dict[str, int] | None = None,
         grow_axes: dict[str, int] | None = None,
         static: bool = False,
+        spare: float = 0.0,
     ) -> None:
-        self._step, self._bos, self._static = step, bos_id, static
+        self._step, self._bos, self._static, self._spare = step, bos_id, static, spare
         self._batch_axes, self._grow_axes = batch_axes or {}, grow_axes or {}
         self.members: list[_Member] = []
+        self._live = 0  # members with a search (spare rows are not sentences)
         self._state: State = {}
         self._memory = np.zeros((0, 1, 1), dtype=np.float32)  # (R, S, M)
         self._lengths = _NONE  # (R,)
         self._prev = _NONE  # (R,)
 
     def __len__(self) -> int:
-        return len(self.members)
+        return self._live
 
     @property
     def rows(self) -> int:
@@ -314,17 +331,60 @@ class RunningBatch:
         state: State,
     ) -> None:
         """Join encoded sentences (one row each: memory (n, S, M), src_lengths (n,), state rows)."""
-        n = len(searches)
+        joining = [_Member(k, s, 1, 0) for k, s in zip(keys, searches)]
+        src_lengths = np.asarray(src_lengths, dtype=np.int64)
+        self._live += len(joining)
         if not self.members:
-            self._memory, self._lengths, self._state = memory, np.asarray(src_lengths), dict(state)
-            self._prev = np.full(n, self._bos, dtype=np.int64)
-        else:
-            S = max(self._memory.shape[1], memory.shape[1])
-            self._memory = np.concatenate([_pad_to(self._memory, 1, S), _pad_to(memory, 1, S)])
-            self._lengths = np.concatenate([self._lengths, src_lengths])
-            self._state = {name: self._join(name, value, state[name]) for name, value in self._state.items()}
-            self._prev = np.concatenate([self._prev, np.full(n, self._bos, dtype=np.int64)])
-        self.members += [_Member(k, s, 1, 0) for k, s in zip(keys, searches)]
+            self._memory, self._lengths, self._state = memory, src_lengths.copy(), dict(state)
+            self._prev = np.full(len(joining), self._bos, dtype=np.int64)
+            self.members = joining
+            return
+        taken = self._take_spare(joining, memory, src_lengths, state)
+        if taken == len(joining):
+            return
+        rest = np.arange(taken, len(joining))
+        S = max(self._memory.shape[1], memory.shape[1])
+        self._memory = np.concatenate([_pad_to(self._memory, 1, S), _pad_to(memory[taken:], 1, S)])
+        self._lengths = np.concatenate([self._lengths, src_lengths[taken:]])
+        self._state = {
+            name: self._join(name, value, np.take(state[name], rest, axis=self._batch_axes.get(name, 1)))
+            for name, value in self._state.items()
+        }
+        self._prev = np.concatenate([self._prev, np.full(rest.size, self._bos, dtype=np.int64)])
+        self.members += joining[taken:]
+
+    def _take_spare(self, joining: list[_Member], memory: np.ndarray, src_lengths: np.ndarray, state: State) -> int:
+        """Put the first joining sentences into spare rows, in place; returns how many."""
+        if any(state[name].shape[axis] for name, axis in self._grow_axes.items() if name in state):
+            return 0  # a history to place: the append path pads it
+        slots: list[int] = []
+        members: list[_Member] = []
+        row = 0
+        for m in self.members:
+            n = min(m.rows, len(joining) - len(slots)) if m.search is None else 0
+            members += joining[len(slots) : len(slots) + n]
+            slots += range(row, row + n)
+            if m.rows > n:
+                members.append(m if n == 0 else _Member(None, None, m.rows - n, 0))
+            row += m.rows
+        if not slots:
+            return 0
+        n = len(slots)
+        self.members = members
+        S = max(self._memory.shape[1], memory.shape[1])
+        if S > self._memory.shape[1]:
+            self._memory = _pad_to(self._memory, 1, S)
+        self._memory[slots] = _pad_to(memory[:n], 1, S)
+        self._lengths[slots] = src_lengths[:n]
+        self._prev[slots] = self._bos
+        for name, value in self._state.items():
+            if name in self._grow_axes:
+                continue  # at position 0 a row reads none of its slots' history
+            axis = self._batch_axes.get(name, 1)
+            where: list[object] = [slice(None)] * value.ndim
+            where[axis] = slots
+            value[tuple(where)] = np.take(state[name], np.arange(n), axis=axis)
+        return n
 
     def _join(self, name: str, old: np.ndarray, new: np.ndarray) -> np.ndarray:
         grow = self._grow_axes.get(name)
@@ -341,56 +401,81 @@ class RunningBatch:
         gather, prev, kept, finished = [], [], [], []
         row = 0
         for m in self.members:
-            if not m.search.done:
-                parents, tokens = m.search.advance(logp[row : row + m.rows])
-            if m.search.done and self._static:  # its rows step on unread, fed their last tokens
-                parents, tokens = np.arange(m.rows), self._prev[row : row + m.rows]
-            if m.search.done:
-                finished.append(m)
-            if not m.search.done or self._static:
-                gather.append(parents + row)
-                prev.append(tokens)
-                kept.append(m)
-            row += m.rows
-            m.rows, m.position = int(parents.size), m.position + 1
+            rows = m.rows
+            if m.search is not None and not m.search.done:
+                parents, tokens = m.search.advance(logp[row : row + rows])
+                m.position += 1
+            if m.search is None or m.search.done:  # rows nobody reads step on as they are
+                parents, tokens = np.arange(rows), self._prev[row : row + rows]
+                if m.search is not None:
+                    finished.append(m)
+                    if not self._static:  # it leaves; its rows stay, spare
+                        m = _Member(None, None, rows, 0)
+            m.rows = int(parents.size)
+            gather.append(parents + row)
+            prev.append(tokens)
+            kept.append(m)
+            row += rows
         self._state = state
-        if self._static:  # the batch waits for its longest member, then all leave together
-            finished = finished if len(finished) == len(kept) else []
-            kept = [] if finished else kept
+        if self._static and len(finished) < len(kept):
+            finished = []  # the batch waits for its longest member, then all leave together
+        self._live -= len(finished)
         self._keep(kept, gather, prev)
         return finished
 
     def remove(self, keys: set[Hashable]) -> list[_Member]:
-        """Drop sentences now (cancelled, out of time); returns them."""
-        gone = [m for m in self.members if m.key in keys]
+        """Drop sentences now (cancelled, out of time); returns them. Their rows become spare."""
+        gone = [m for m in self.members if m.search is not None and m.key in keys]
         if gone:
-            row, gather, prev, kept = 0, [], [], []
+            members, gather, prev, row = [], [], [], 0
             for m in self.members:
-                if m.key not in keys:
-                    gather.append(np.arange(row, row + m.rows))
-                    prev.append(self._prev[row : row + m.rows])
-                    kept.append(m)
+                left = m.search is not None and m.key in keys
+                members.append(_Member(None, None, m.rows, 0) if left else m)
+                gather.append(np.arange(row, row + m.rows))
+                prev.append(self._prev[row : row + m.rows])
                 row += m.rows
-            self._keep(kept, gather, prev)
+            self._live -= len(gone)
+            self._keep(members, gather, prev)
         return gone
 
     def _keep(self, kept: list[_Member], gather: list[np.ndarray], prev: list[np.ndarray]) -> None:
-        self.members = kept
-        if not kept:
-            self._state, self._prev, self._lengths = {}, _NONE, _NONE
+        """The new rows: ``gather`` names each member's rows in the state just computed,
+        ``prev`` their next tokens. Compacts spare rows away and trims unread slots when due."""
+        if not self._live:
+            self.members, self._state, self._prev, self._lengths = [], {}, _NONE, _NONE
             self._memory = np.zeros((0, 1, 1), dtype=np.float32)
             return
         idx = np.concatenate(gather)
-        self._prev = np.concatenate(prev).astype(np.int64)
-        self._lengths = self._lengths[idx]
-        self._memory = self._memory[idx, : max(1, int(self._lengths.max()))]
-        state = take_rows(self._state, idx, self._batch_axes)
-        past = max(m.position for m in kept)
-        for name, axis in self._grow_axes.items():
-            size = state[name].shape[axis] if name in state else 0
-            if size > past:  # slots no row reads any more
-                state[name] = np.take(state[name], np.arange(size - past, size), axis=axis)
-        self._state = state
+        same_rows = idx.size == self._prev.size and not (idx - np.arange(idx.size)).any()
+        spare = sum(m.rows for m in kept if m.search is None)
+        # Spare rows are kept only while they save a copy: a beam's reordered rows need one anyway.
+        if spare and (not same_rows or spare > self._spare * idx.size):
+            chosen = [i for i, m in enumerate(kept) if m.search is not None]
+            kept, gather, prev = [kept[i] for i in chosen], [gather[i] for i in chosen], [prev[i] for i in chosen]
+            idx, same_rows = np.concatenate(gather), False
+        self.members, self._prev = kept, np.concatenate(prev).astype(np.int64)
+        read = np.concatenate([g for g, m in zip(gather, kept) if m.search is not None])
+        S = max(1, int(self._lengths[read].max()))
+        memory = self._memory if self._memory.shape[1] - S < _TRIM_SLOTS else self._memory[:, :S]
+        past = max(m.position for m in kept if m.search is not None)
+        state = {name: self._trimmed(name, value, past) for name, value in self._state.items()}
+        if same_rows:  # no gather
+            self._memory = np.ascontiguousarray(memory)
+            self._state = {name: np.ascontiguousarray(value) for name, value in state.items()}
+        else:  # one copy, trims included
+            self._lengths, self._memory = self._lengths[idx], memory[idx]
+            self._state = take_rows(state, idx, self._batch_axes)
+        if memory is not self._memory:  # spare rows may have read further
+            np.minimum(self._lengths, self._memory.shape[1], out=self._lengths)
+
+    def _trimmed(self, name: str, value: np.ndarray, past: int) -> np.ndarray:
+        """``value`` without the history slots no row reads, once there are enough of them."""
+        axis = self._grow_axes.get(name)
+        if axis is None or value.shape[axis] - past < _TRIM_SLOTS:
+            return value
+        where: list[object] = [slice(None)] * value.ndim
+        where[axis] = slice(value.shape[axis] - past, None)
+        return value[tuple(where)]
 
 
 def _pad_to(x: np.ndarray, axis: int, n: int, left: bool = False) -> np.ndarray:

@@ -25,6 +25,16 @@ def encode_one(lm: CacheLM, ids: list[int]) -> tuple[np.ndarray, np.ndarray, dec
     return memory, lengths, state
 
 
+def encode_one_each(lm: CacheLM, srcs: list[list[int]]) -> tuple[np.ndarray, np.ndarray, decoding.State]:
+    """Sentences encoded together (padded to the longest), as the scheduler does."""
+    lengths = np.array([len(ids) for ids in srcs], np.int64)
+    src = np.zeros((len(srcs), int(lengths.max())), np.int64)
+    for i, ids in enumerate(srcs):
+        src[i, : len(ids)] = ids
+    memory, state = lm.encode(src, lengths)
+    return memory, lengths, state
+
+
 def make_search(kind: str, limit: int) -> decoding.Search:
     return GreedySearch(EOS, limit) if kind == "greedy" else BeamSearch(EOS, limit, beam_size=3, n_best=2)
 
@@ -38,15 +48,16 @@ def alone(lm: CacheLM, ids: list[int], kind: str, limit: int) -> list[list[int]]
     return [h.tokens for h in search.result().hypotheses]
 
 
+@pytest.mark.parametrize("spare", [0.0, 0.5])  # leaving rows compacted at once, or taken over by joining ones
 @pytest.mark.parametrize("kind", ["greedy", "beam"])
 @pytest.mark.parametrize("seed", range(6))
-def test_joining_at_any_step_equals_decoding_alone(kind: str, seed: int) -> None:
+def test_joining_at_any_step_equals_decoding_alone(kind: str, seed: int, spare: float) -> None:
     lm, rng = CacheLM(seed), np.random.default_rng(seed)
     srcs = sources(rng, 6)
     limits = [int(x) for x in rng.integers(2, 12, size=6)]
     joins = sorted(int(x) for x in rng.integers(0, 8, size=6))  # the step before which each joins
     searches = [make_search(kind, n) for n in limits]
-    batch = RunningBatch(lm.step, bos_id=BOS, grow_axes={"k": 2})
+    batch = RunningBatch(lm.step, bos_id=BOS, grow_axes={"k": 2}, spare=spare)
     step = 0
     while step <= max(joins) or batch:
         for i, at in enumerate(joins):
@@ -126,13 +137,32 @@ def test_the_cache_is_trimmed_when_the_longest_row_leaves() -> None:
     lm.table[:, EOS] = -1e9  # rows run until removed
     batch = RunningBatch(lm.step, bos_id=BOS, grow_axes={"k": 2})
     batch.add([0], [GreedySearch(EOS, 10_000)], *encode_one(lm, [5, 6]))
-    for _ in range(6):
+    for _ in range(12):
         batch.step()
     batch.add([1], [GreedySearch(EOS, 10_000)], *encode_one(lm, [7]))
     batch.step()
-    assert batch._state["k"].shape[2] == 7  # the first row's 7 slots; the new row left-padded
+    assert batch._state["k"].shape[2] == 13  # the first row's 13 slots; the new row left-padded
     batch.remove({0})
-    assert batch._state["k"].shape[2] == 1
+    assert batch._state["k"].shape[2] == 1 and batch.rows == 1
+
+
+def test_a_joining_sentence_takes_over_a_finished_ones_rows_in_place() -> None:
+    lm, rng = CacheLM(2), np.random.default_rng(2)
+    lm.table[:, EOS] = -1e9  # rows run to their limits
+    srcs, limits = sources(rng, 6), [10, 3, 10, 10, 10, 6]
+    searches = [GreedySearch(EOS, n) for n in limits]
+    batch = RunningBatch(lm.step, bos_id=BOS, grow_axes={"k": 2}, spare=0.25)
+    batch.add(range(5), searches[:5], *encode_one_each(lm, srcs[:5]))
+    for _ in range(3):
+        batch.step()
+    assert (len(batch), batch.rows) == (4, 5)  # the second left; its row stays, spare
+    cache = batch._state["k"]
+    batch.add([5], [searches[5]], *encode_one(lm, srcs[5]))
+    assert (len(batch), batch.rows) == (5, 5) and batch._state["k"] is cache  # taken over in place
+    while batch:
+        batch.step()
+    for i, s in enumerate(searches):
+        assert s.tokens == alone(lm, srcs[i], "greedy", limits[i])[0]
 
 
 def test_beam_search_needs_n_best_within_the_beam() -> None:
