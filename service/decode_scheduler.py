@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 
 # Share of the running batch that finished translations' rows may stay in, stepped
 # unread, for arriving ones to take over without copying the state: under load they
-# are taken within a step or two. Full Transformer, 32 in flight, greedy: 93 -> 138
-# sentences/s (docs/performance.md, translation).
+# are taken within a step or two. Full Transformer, 32 in flight, greedy: 86-92 ->
+# 112-132 sentences/s in three alternated runs (docs/performance.md, translation).
 SPARE_ROWS = 0.25
 
 
