@@ -288,11 +288,10 @@ class RunningBatch:
     32 rows costs about a quarter of a step; one row, a thirty-second). A sentence in
     a spare row starts at position 0, so it reads none of the row's old history; its
     memory is zero-padded to the batch's source length (rows attend only up to their
-    own ``src_lengths``).
-    Sentences that find no spare row are appended: their growing state (the
-    Transformer's caches, ``grow_axes``) left-padded to the batch's past, since a
-    row's history is its last ``position`` slots. Unread history and memory are
-    trimmed once ``_TRIM_SLOTS`` of them have gathered.
+    own ``src_lengths``). Sentences that find no spare row are appended: their
+    growing state (the Transformer's caches, ``grow_axes``) left-padded to the batch's
+    past, since a row's history is its last ``position`` slots. Unread history and
+    memory are trimmed once ``_TRIM_SLOTS`` of them have gathered.
 
     With ``static``, a finished sentence keeps its rows, stepped and unread, and
     ``step`` hands back every sentence at once when the last one ends: the padded batch
@@ -355,6 +354,8 @@ class RunningBatch:
 
     def _take_spare(self, joining: list[_Member], memory: np.ndarray, src_lengths: np.ndarray, state: State) -> int:
         """Put the first joining sentences into spare rows, in place; returns how many."""
+        if all(m.search is not None for m in self.members):
+            return 0  # no spare rows
         if any(state[name].shape[axis] for name, axis in self._grow_axes.items() if name in state):
             return 0  # a history to place: the append path pads it
         slots: list[int] = []
@@ -456,7 +457,8 @@ class RunningBatch:
         self.members, self._prev = kept, np.concatenate(prev).astype(np.int64)
         read = np.concatenate([g for g, m in zip(gather, kept) if m.search is not None])
         S = max(1, int(self._lengths[read].max()))
-        memory = self._memory if self._memory.shape[1] - S < _TRIM_SLOTS else self._memory[:, :S]
+        trim = self._memory.shape[1] - S >= _TRIM_SLOTS
+        memory = self._memory[:, :S] if trim else self._memory
         past = max(m.position for m in kept if m.search is not None)
         state = {name: self._trimmed(name, value, past) for name, value in self._state.items()}
         if same_rows:  # no gather
@@ -465,8 +467,8 @@ class RunningBatch:
         else:  # one copy, trims included
             self._lengths, self._memory = self._lengths[idx], memory[idx]
             self._state = take_rows(state, idx, self._batch_axes)
-        if memory is not self._memory:  # spare rows may have read further
-            np.minimum(self._lengths, self._memory.shape[1], out=self._lengths)
+        if trim:  # a spare row's length may reach past the memory left
+            np.minimum(self._lengths, S, out=self._lengths)
 
     def _trimmed(self, name: str, value: np.ndarray, past: int) -> np.ndarray:
         """``value`` without the history slots no row reads, once there are enough of them."""
