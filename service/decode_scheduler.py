@@ -5,13 +5,14 @@ in a bounded queue. Between any two decoder steps the thread admits waiting
 requests while the running batch has rows to spare, encodes them together in
 one encoder run, and then steps every sequence in the batch at once
 (``seqserve.decoding.RunningBatch``): a sentence leaves the moment it is done,
-and the next one takes its rows at the following step, instead of a batch
-waiting for its longest member. For comparison, ``mode="request"`` admits only
+and the next one takes over its rows (in place, without copying the batch's
+state) at the following step, instead of a batch waiting for its longest
+member. For comparison, ``mode="request"`` admits only
 into an empty batch (request-level batching), and ``mode="static"`` also keeps
 finished sentences' rows stepping until the batch's longest member ends.
 
-A cancelled or expired request leaves before the next step, so its rows cost
-nothing more; a failing step or encoder run fails exactly the requests that
+A cancelled or expired request leaves before the next step, its rows spare like
+a finished one's (``SPARE_ROWS``); a failing step or encoder run fails exactly the requests that
 were in it, and the thread goes on. Each request's events (its output tokens
 as they become certain, then the result or an error) reach its coroutine on
 the event loop through an asyncio queue.
