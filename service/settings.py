@@ -165,7 +165,8 @@ class Settings(BaseSettings):
     closes once the requests and streams using it have finished."""
 
     grace_period_s: float = Field(10.0, ge=0)
-    """On SIGTERM/SIGINT, how long in-flight requests get to finish."""
+    """On SIGTERM/SIGINT, how long in-flight requests get to finish (the stop ends sooner
+    once none is left)."""
     drain_delay_s: float = Field(0.0, ge=0)
     """On SIGTERM/SIGINT, how long health says NOT_SERVING before the server stops
     taking new RPCs, so load balancers can route away first."""
