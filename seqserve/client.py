@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -23,6 +24,23 @@ from seqserve.v1 import (
 )
 
 DEFAULT_TARGET = "localhost:50051"
+
+# gRPC retries a call that no handler answered: UNAVAILABLE (no connection yet, a replica
+# shutting down) and CANCELLED sent by the server, which gRPC Python sends for a call it
+# took in at the instant it stopped (a rolling restart behind nginx once lost a call so
+# in tests/test_stack_processes.py). Every method retried here only reads; the tagging
+# stream is not retried, its messages are the client's to resend.
+_RETRY_CONFIG = json.dumps({"methodConfig": [{
+    "name": [
+        {"service": "seqserve.v1.Sentiment"}, {"service": "seqserve.v1.Translation"},
+        {"service": "seqserve.v1.Models"}, {"service": "seqserve.v1.Tagging", "method": "Tag"},
+    ],
+    "retryPolicy": {
+        "maxAttempts": 3, "initialBackoff": "0.05s", "maxBackoff": "0.5s", "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
+    },
+}]})
+_OPTIONS = [("grpc.service_config", _RETRY_CONFIG), ("grpc.enable_retries", 1)]
 
 
 @dataclass(frozen=True)
@@ -124,9 +142,9 @@ class Client:
                 private_key=tls_key.read_bytes() if tls_key else None,
                 certificate_chain=tls_cert.read_bytes() if tls_cert else None,
             )
-            self._channel = grpc.secure_channel(target, credentials)
+            self._channel = grpc.secure_channel(target, credentials, options=_OPTIONS)
         else:
-            self._channel = grpc.insecure_channel(target)
+            self._channel = grpc.insecure_channel(target, options=_OPTIONS)
         self._timeout = timeout
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._sentiment = sentiment_pb2_grpc.SentimentStub(self._channel)
