@@ -152,12 +152,15 @@ class Batcher(Generic[I, O]):
             self._in_flight -= 1
 
     async def _ran_alone(self, pending: _Pending[I, O]) -> bool:
-        """Run ``pending`` at once on this thread if it is the only item and stays so for
-        one turn of the loop (the worker's own wait for same-instant arrivals): a lone
-        request skips the worker's round trip, two more turns of the loop."""
-        if not (self._inline_single and self._in_flight == 1 and not self.busy):
+        """Run ``pending`` on this thread if it is the only item and stays so for the two
+        turns of the loop it would spend reaching the worker and in the worker's wait for
+        same-instant arrivals: a lone request skips the turn that wakes it again after."""
+        if not (self._inline_single and self._in_flight == 1 and not self.busy and not self._max_wait_s):
             return False
-        await asyncio.sleep(0)
+        # The next requests of a burst are still in their handlers' first steps: with
+        # one turn here 16 at once ran one by one, each found the model idle.
+        for _ in range(2):
+            await asyncio.sleep(0)
         if self._in_flight > 1 or self._running or not self._queue.empty():
             return False
         await self._run_batch([pending])

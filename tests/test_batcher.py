@@ -107,6 +107,26 @@ async def test_inline_single_runs_a_lone_item_on_the_event_loop_thread_and_batch
     await off.close()
 
 
+async def test_requests_handed_over_a_turn_apart_still_share_runs():
+    # A gRPC server's event loop hands calls over one per turn, and each handler takes
+    # a turn to unpack its message: the first must not run alone before the next submits.
+    runs: list[list[int]] = []
+    b = Batcher(lambda items: runs.append(items) or items, max_batch_size=32, max_wait_s=0, max_queue=64,
+                executor=ThreadPoolExecutor(1), inline_single=True)
+
+    async def handler(i: int) -> int:
+        await asyncio.sleep(0)
+        return await b.submit(i)
+
+    tasks = []
+    for i in range(16):
+        tasks.append(asyncio.create_task(handler(i)))
+        await asyncio.sleep(0)
+    assert sorted(await asyncio.gather(*tasks)) == list(range(16))
+    assert len(runs) < 16, runs
+    await b.close()
+
+
 async def test_an_error_reaches_every_waiter_of_the_batch_and_the_batcher_goes_on():
     rec = Recorder()
     broken = {"on": True}
