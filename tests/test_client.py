@@ -1,4 +1,4 @@
-"""The Python client retries what no handler answered, and nothing else."""
+"""The Python client retries UNAVAILABLE and CANCELLED (what no handler answered), and nothing else."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def flaky() -> Iterator[tuple[_Flaky, str]]:
 
 
 @pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED])
-def test_a_call_no_handler_answered_is_retried(flaky, code):
+def test_unavailable_and_cancelled_are_retried(flaky, code):
     servicer, target = flaky
     servicer.code, servicer.failures = code, 2
     with Client(target, timeout=10) as client:
