@@ -7,15 +7,15 @@ one encoder run, and then steps every sequence in the batch at once
 (``seqserve.decoding.RunningBatch``): a sentence leaves the moment it is done,
 and the next one takes over its rows (in place, without copying the batch's
 state) at the following step, instead of a batch waiting for its longest
-member. For comparison, ``mode="request"`` admits only
-into an empty batch (request-level batching), and ``mode="static"`` also keeps
-finished sentences' rows stepping until the batch's longest member ends.
+member. For comparison, ``mode="request"`` admits only into an empty batch
+(request-level batching), and ``mode="static"`` also keeps finished sentences'
+rows stepping until the batch's longest member ends.
 
 A cancelled or expired request leaves before the next step, its rows spare like
-a finished one's (``SPARE_ROWS``); a failing step or encoder run fails exactly the requests that
-were in it, and the thread goes on. Each request's events (its output tokens
-as they become certain, then the result or an error) reach its coroutine on
-the event loop through an asyncio queue.
+a finished one's (``SPARE_ROWS``); a failing step or encoder run fails exactly
+the requests that were in it, and the thread goes on. Each request's events (its
+output tokens as they become certain, then the result or an error) reach its
+coroutine on the event loop through an asyncio queue.
 """
 
 from __future__ import annotations
