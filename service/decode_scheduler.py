@@ -35,6 +35,7 @@ import numpy as np
 from seqserve.decoding import EncodeFn, RunningBatch, Search, StepFn, Translation
 from service.admission import Admission
 from service.errors import InferenceError, ResourceExhausted, SeqserveError, Status, Unavailable
+from service.mailbox import mailbox
 from service.settings import DecodeBatching
 
 log = logging.getLogger(__name__)
@@ -92,8 +93,7 @@ class DecodeJob:
         self._sent = 0  # certain tokens already delivered
         self._queue: asyncio.Queue[_Event] = asyncio.Queue()
         if sink is None:
-            loop = asyncio.get_running_loop()
-            sink = functools.partial(loop.call_soon_threadsafe, self._queue.put_nowait)
+            sink = functools.partial(mailbox(asyncio.get_running_loop()).post, self._queue)
         self._sink = sink
 
     def cancel(self) -> None:
@@ -102,15 +102,25 @@ class DecodeJob:
         self.cancelled = True
 
     async def events(self) -> AsyncIterator[list[int] | Translation]:
-        """New certain tokens (lists), then the ``Translation``; raises the request's error."""
+        """New certain tokens (lists), then the ``Translation``; raises the request's error.
+        Tokens of several steps that arrived while the reader was busy (writing the last
+        ones to a slow transport) come as one list: one message where there were many."""
         while True:
             event = await self._queue.get()
+            tokens: list[int] = []
+            while event.tokens is not None and not self._queue.empty():
+                tokens += event.tokens
+                event = self._queue.get_nowait()
+            if event.tokens is not None:
+                yield tokens + event.tokens
+                continue
+            if tokens:
+                yield tokens
             if event.error is not None:
                 raise event.error
             if event.result is not None:
                 yield event.result
                 return
-            yield event.tokens or []
 
     def _post(self, event: _Event) -> None:
         try:

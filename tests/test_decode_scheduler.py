@@ -12,7 +12,7 @@ import pytest
 
 from seqserve import decoding
 from seqserve.decoding import BeamSearch, GreedySearch, RunningBatch, Translation
-from service.decode_scheduler import DeadlinePassed, DecodeJob, DecodeScheduler
+from service.decode_scheduler import DeadlinePassed, DecodeJob, DecodeScheduler, _Event
 from service.errors import InferenceError, ResourceExhausted, Unavailable
 from tests.toy_decoders import BOS, EOS, V, CacheLM
 
@@ -129,6 +129,44 @@ def gated(lm: CacheLM) -> tuple[threading.Event, callable]:
         return lm.step(*args)
 
     return gate, step
+
+
+async def test_a_reader_that_keeps_up_gets_each_steps_tokens_as_they_are_decoded() -> None:
+    lm, rec = CacheLM(4), Recorder()
+    lm.table[:, EOS] = -1e9  # decodes run to their limit
+    gate, step = gated(lm)
+    sched = scheduler(lm, rec, step=step)
+    try:
+        events = sched.submit([5, 6], search("greedy", 5)).events()
+        for n in range(1, 6):
+            gate.set()  # one more step, then the test reads before allowing the next
+            assert len(await anext(events)) == 1, f"step {n}"
+        gate.set()
+        assert isinstance(await anext(events), Translation)
+    finally:
+        gate.set()
+        sched.close()
+
+
+async def test_tokens_of_steps_the_reader_fell_behind_on_come_as_one_list() -> None:
+    job = DecodeJob([5], search=None, deadline=None, sink=lambda e: None)  # type: ignore[arg-type]
+    for event in (_Event(tokens=[1]), _Event(tokens=[2, 3]), _Event(tokens=[4])):
+        job._queue.put_nowait(event)
+    events = job.events()
+    assert await anext(events) == [1, 2, 3, 4]
+    job._queue.put_nowait(_Event(tokens=[5]))
+    job._queue.put_nowait(_Event(result="done"))  # type: ignore[arg-type]
+    assert [e async for e in events] == [[5], "done"]  # tokens before the end are not lost
+
+
+async def test_an_error_after_queued_tokens_comes_after_them() -> None:
+    job = DecodeJob([5], search=None, deadline=None, sink=lambda e: None)  # type: ignore[arg-type]
+    job._queue.put_nowait(_Event(tokens=[1]))
+    job._queue.put_nowait(_Event(error=ValueError("boom")))
+    events = job.events()
+    assert await anext(events) == [1]
+    with pytest.raises(ValueError, match="boom"):
+        await anext(events)
 
 
 async def test_a_cancelled_request_leaves_the_batch_and_the_others_finish() -> None:
