@@ -38,7 +38,7 @@ class StreamIdle(SeqserveError):
     status = Status.DEADLINE_EXCEEDED
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass costs 3x as much to build, 20 a sentence
 class Tagged:
     index: int  # position in the sentence (Tag) or in the stream (TagStream)
     token: str
