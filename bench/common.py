@@ -131,6 +131,21 @@ class RunningServer:
         processes (PSS, so pages the workers share are counted once, not per process)."""
         return sum(_pss_kb(pid) for pid in _tree(self.pid)) / 1024
 
+    def cpu_seconds(self) -> tuple[float, float]:
+        """CPU time used so far (user + system): by the server's own process, and by its
+        descendants (the decode processes and the forkserver that starts them)."""
+        server, *below = _tree(self.pid)
+        return _cpu_s(server), sum(map(_cpu_s, below))
+
+
+def _cpu_s(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # the name before ")" may hold spaces
+    except OSError:  # it exited meanwhile
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 def children(pid: int) -> list[int]:
     """A process's children (Linux lists them per thread)."""
