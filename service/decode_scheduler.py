@@ -77,9 +77,9 @@ class _Event:
 class DecodeJob:
     """One request in the scheduler: read ``events()``; ``cancel()`` stops it at the next step.
     Without ``progress`` only the end is posted: a unary call has no use for each step's
-    tokens, and every post wakes the event loop from the decode thread. Events go to
-    ``sink``, by default this job's queue on the running event loop (a decode process
-    gives its own, which sends them to the server)."""
+    tokens, and each post costs the event loop a delivery. Events go to ``sink``, by
+    default this job's queue on the running event loop through the loop's mailbox (a
+    decode process gives its own, which sends them to the server)."""
 
     def __init__(self, src: list[int], search: Search, deadline: float | None, progress: bool = True, *,
                  sink: Callable[[_Event], None] | None = None, submitted: float | None = None):
