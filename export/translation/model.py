@@ -6,7 +6,7 @@
       tgt_in      (B, T) int64  <bos> y1 .. y_{T-1}   (targets are y1 .. y_T <eos>)
       logits      (B, T, V_tgt)
 
-    memory, state = model.encode(src, src_lengths)
+    memory, state = model.encode(src, src_lengths)   # memory (B, S, model.memory_dim)
     logits, state = model.step(prev, state, memory, src_lengths, position)   # one token per row
       prev     (B,)  int64   the previous target token (<bos> first)
       state    list of tensors, each with the batch on axis 1 (see ``state_specs``)
@@ -14,7 +14,13 @@
       logits   (B, V_tgt)
 
 Encoders are export.models' own (padding-invariant, per-token states zeroed at
-padding); the BiLSTM's memory is 2 x hidden wide. Decoders:
+padding); the BiLSTM's encoder states are 2 x hidden wide. ``encode`` hands the
+decoder its memory already read: whatever the attention computes from a source
+position alone (the keys, and the Transformer's values, for every layer) is
+computed once per sentence there, not again at every step, where it was most of
+a step's arithmetic (the Transformer's cross-attention keys and values: three
+quarters of it at 32 rows and 54 source pieces). The parameters are the same
+either way. Decoders:
 
 * rnn / lstm / gru / bilstm: a unidirectional stack of the same cell (the
   BiLSTM gets an LSTM decoder) with **Luong "general" attention** (Luong et al.
@@ -145,7 +151,8 @@ class RecurrentDecoder(nn.Module):
     def __init__(self, cfg: Seq2SeqConfig, mem_dim: int) -> None:
         super().__init__()
         self.kind = "lstm" if cfg.arch in ("lstm", "bilstm") else cfg.arch
-        self.n_layers, self.hidden = cfg.dec_layers, cfg.hidden_dim
+        self.n_layers, self.hidden, self.mem_dim = cfg.dec_layers, cfg.hidden_dim, mem_dim
+        self.memory_dim = mem_dim + cfg.hidden_dim  # the encoder states, then their attention keys
         self.state_names = ["h", "c"] if self.kind == "lstm" else ["h"]
         H = cfg.hidden_dim
         self.embed = nn.Embedding(cfg.tgt_vocab_size, cfg.embed_dim, padding_idx=cfg.pad_id)
@@ -176,6 +183,10 @@ class RecurrentDecoder(nn.Module):
         s = s.reshape(-1, len(self.state_names), self.n_layers, self.hidden).permute(1, 2, 0, 3)  # (n, L, B, H)
         return [s[i].contiguous() for i in range(len(self.state_names))]  # n x (L, B, H)
 
+    def prepare_memory(self, memory: Tensor, src_lengths: Tensor) -> Tensor:
+        """(B, S, M) encoder states -> (B, S, M + H): each followed by its attention key."""
+        return torch.cat((memory, self.attn_key(memory)), dim=-1)  # no bias: zero past each length stays zero
+
     def run(self, tokens: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         """(B, T) tokens from ``state`` -> top-layer outputs (B, T, H) and the final state."""
         x = self.embed_drop(self.embed(tokens))  # (B, T, E)
@@ -193,13 +204,13 @@ class RecurrentDecoder(nn.Module):
         return x, new
 
     def attend(self, query: Tensor, memory: Tensor, src_lengths: Tensor) -> Tensor:
-        """(B, T, H) decoder outputs -> (B, T, V) logits through attention over (B, S, M) memory."""
-        keys = self.attn_key(memory)  # (B, S, H)
+        """(B, T, H) decoder outputs -> (B, T, V) logits through attention over the prepared memory."""
+        values, keys = memory.split((self.mem_dim, self.hidden), dim=-1)  # (B, S, M), (B, S, H)
         scores = query @ keys.transpose(1, 2)  # (B, T, S)
         mask = length_mask(src_lengths.clamp(min=1), memory.size(1)).unsqueeze(1)  # (B, 1, S)
         # finfo.min rather than -inf: stays finite through ONNX (a fully padded row cannot occur: length >= 1)
         weights = scores.masked_fill(~mask, torch.finfo(scores.dtype).min).softmax(-1)  # (B, T, S)
-        context = weights @ memory  # (B, T, M)
+        context = weights @ values  # (B, T, M)
         attentional = torch.tanh(self.combine(torch.cat((context, query), dim=-1)))  # (B, T, H)
         return self.out(self.drop(attentional))  # (B, T, V)
 
@@ -245,22 +256,22 @@ class DecoderBlock(nn.Module):
         B, _, _, hd = y.shape
         return y.transpose(1, 2).reshape(B, -1, self.n_heads * hd)  # (B, T, C)
 
-    def _cross(self, x: Tensor, memory: Tensor, mem_mask: Tensor) -> Tensor:
+    def _cross(self, x: Tensor, kv: Tensor, mem_mask: Tensor) -> Tensor:
         h = self.ln2(x)
-        k, v = self.kv(memory).chunk(2, dim=-1)  # 2 x (B, S, C)
+        k, v = kv.chunk(2, dim=-1)  # 2 x (B, S, C), from prepare_memory
         y = self._sdpa(_heads(self.q(h), self.n_heads), _heads(k, self.n_heads), _heads(v, self.n_heads), mem_mask)
         x = x + self.drop(self.cross_proj(y))  # (B, T, C)
         return x + self.drop(self.mlp(self.ln3(x)))
 
-    def forward(self, x: Tensor, self_mask: Tensor, memory: Tensor, mem_mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, self_mask: Tensor, kv: Tensor, mem_mask: Tensor) -> Tensor:
         C = x.size(-1)
         q, k, v = self.qkv(self.ln1(x)).split(C, dim=-1)  # 3 x (B, T, C)
         y = self._sdpa(_heads(q, self.n_heads), _heads(k, self.n_heads), _heads(v, self.n_heads), self_mask)
         x = x + self.drop(self.self_proj(y))  # (B, T, C)
-        return self._cross(x, memory, mem_mask)
+        return self._cross(x, kv, mem_mask)
 
     def step(
-        self, x: Tensor, k_cache: Tensor, v_cache: Tensor, self_mask: Tensor, memory: Tensor, mem_mask: Tensor
+        self, x: Tensor, k_cache: Tensor, v_cache: Tensor, self_mask: Tensor, kv: Tensor, mem_mask: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
         """x (B, 1, C), caches (B, nh, P, hd) -> x, caches (B, nh, P + 1, hd)."""
         C = x.size(-1)
@@ -269,7 +280,7 @@ class DecoderBlock(nn.Module):
         v_all = torch.cat((v_cache, _heads(v, self.n_heads)), dim=2)  # (B, nh, P + 1, hd)
         y = self._sdpa(_heads(q, self.n_heads), k_all, v_all, self_mask)  # (B, 1, C)
         x = x + self.drop(self.self_proj(y))
-        return self._cross(x, memory, mem_mask), k_all, v_all
+        return self._cross(x, kv, mem_mask), k_all, v_all
 
 
 class TransformerDecoder(nn.Module):
@@ -277,6 +288,7 @@ class TransformerDecoder(nn.Module):
         super().__init__()
         C = cfg.hidden_dim
         self.n_layers, self.n_heads, self.head_dim = cfg.dec_layers, cfg.n_heads, C // cfg.n_heads
+        self.memory_dim = cfg.dec_layers * 2 * C  # each layer's cross-attention keys, then values
         self.state_names = ["k_cache", "v_cache"]
         self.embed = nn.Embedding(cfg.tgt_vocab_size, cfg.embed_dim, padding_idx=cfg.pad_id)
         self.in_proj = nn.Linear(cfg.embed_dim, C) if cfg.embed_dim != C else nn.Identity()
@@ -295,6 +307,15 @@ class TransformerDecoder(nn.Module):
         x = self.in_proj(self.embed_drop(self.embed(tokens) * self.embed_scale))  # (B, T, C)
         return x + sinusoidal_at(position, x.size(-1))  # (B, T, C)
 
+    def prepare_memory(self, memory: Tensor, src_lengths: Tensor) -> Tensor:
+        """(B, S, C) encoder states -> (B, S, layers x 2C): every layer's cross-attention keys
+        and values, zero past each length (as the encoder states are)."""
+        kv = torch.cat([block.kv(memory) for block in self.blocks], dim=-1)  # (B, S, L * 2C)
+        return kv * length_mask(src_lengths, memory.size(1)).unsqueeze(-1).to(kv.dtype)
+
+    def _layers(self, memory: Tensor) -> tuple[Tensor, ...]:
+        return memory.chunk(self.n_layers, dim=-1)  # L x (B, S, 2C)
+
     def init_state(self, memory: Tensor, src_lengths: Tensor) -> list[Tensor]:
         empty = memory.new_zeros(self.n_layers, memory.size(0), self.n_heads, 0, self.head_dim)  # (L, B, nh, 0, hd)
         return [empty, empty.clone()]
@@ -304,8 +325,8 @@ class TransformerDecoder(nn.Module):
         x = self._embed(tgt_in, torch.arange(T, device=tgt_in.device).unsqueeze(0))  # (B, T, C)
         causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (T, T): row t sees 0..t
         mem_mask = length_mask(src_lengths.clamp(min=1), memory.size(1))[:, None, None, :]  # (B, 1, 1, S)
-        for block in self.blocks:
-            x = block(x, causal, memory, mem_mask)
+        for block, kv in zip(self.blocks, self._layers(memory)):
+            x = block(x, causal, kv, mem_mask)
         return self.out(self.ln_f(x))  # (B, T, V)
 
     def step(
@@ -319,8 +340,8 @@ class TransformerDecoder(nn.Module):
         self_mask = (slot >= (P - position).unsqueeze(1))[:, None, None, :]  # (B, 1, 1, P + 1)
         mem_mask = length_mask(src_lengths.clamp(min=1), memory.size(1))[:, None, None, :]  # (B, 1, 1, S)
         ks, vs = [], []
-        for i, block in enumerate(self.blocks):
-            x, k, v = block.step(x, k_cache[i], v_cache[i], self_mask, memory, mem_mask)
+        for i, (block, kv) in enumerate(zip(self.blocks, self._layers(memory))):
+            x, k, v = block.step(x, k_cache[i], v_cache[i], self_mask, kv, mem_mask)
             ks.append(k)
             vs.append(v)
         logits = self.out(self.ln_f(x)).squeeze(1)  # (B, V)
@@ -344,6 +365,11 @@ class Seq2Seq(nn.Module):
     def state_names(self) -> list[str]:
         return list(self.decoder.state_names)
 
+    @property
+    def memory_dim(self) -> int:
+        """Width of the memory ``encode`` returns (the decoder's prepared memory)."""
+        return self.decoder.memory_dim
+
     def state_specs(self) -> list[dict[str, Any]]:
         """Per state tensor: name, shape (symbolic "batch" / "past"), batch axis, how a sequence starts it."""
         cfg = self.cfg
@@ -361,10 +387,10 @@ class Seq2Seq(nn.Module):
         ]
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """-> memory (B, S, M), zero past each length, and the decoder's initial state."""
+        """-> memory (B, S, memory_dim), zero past each length, and the decoder's initial state."""
         src_lengths = src_lengths.clamp(min=1)  # an empty source reads one <pad>: defined, if uninformative
-        memory = self.encoder(src, src_lengths)  # (B, S, M)
-        return memory, self.decoder.init_state(memory, src_lengths)
+        states = self.encoder(src, src_lengths)  # (B, S, M)
+        return self.decoder.prepare_memory(states, src_lengths), self.decoder.init_state(states, src_lengths)
 
     def step(
         self, prev: Tensor, state: list[Tensor], memory: Tensor, src_lengths: Tensor, position: Tensor

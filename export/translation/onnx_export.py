@@ -5,9 +5,11 @@
 writes ``<repository>/translation/<arch>/<version>/`` with
 
 * ``encoder.onnx``: ``src`` int64 [batch, src_len], ``src_lengths`` int64 [batch] ->
-  ``memory`` float32 [batch, src_len, M] (zero past each length) and, for the
-  recurrent archs, the decoder's initial state ``h`` (+ ``c`` for lstm/bilstm)
-  float32 [layers, batch, hidden];
+  ``memory`` float32 [batch, src_len, M] (zero past each length: the encoder's
+  states as the decoder reads them, with what its attention computes from them
+  alone done once here, ``Seq2Seq.encode``) and, for the recurrent archs, the
+  decoder's initial state ``h`` (+ ``c`` for lstm/bilstm) float32 [layers,
+  batch, hidden];
 * ``decoder.onnx``, one step: ``prev_token`` int64 [batch], the state
   (recurrent: ``h`` [, ``c``] [layers, batch, hidden]; Transformer: ``k_cache``,
   ``v_cache`` [layers, batch, heads, past, head_dim]), ``memory``, ``src_lengths``,
@@ -141,7 +143,7 @@ def _state_shape(spec: dict[str, Any]) -> list[str | int]:
 
 
 def encoder_specs(model: Seq2Seq) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    mem_dim = model.encoder.out_dim
+    mem_dim = model.memory_dim
     inputs = [TensorSpec("src", "int64", ["batch", "src_len"]), TensorSpec("src_lengths", "int64", ["batch"])]
     outputs = [TensorSpec("memory", "float32", ["batch", "src_len", mem_dim])]
     if model.cfg.arch != "transformer":
@@ -150,7 +152,7 @@ def encoder_specs(model: Seq2Seq) -> tuple[list[TensorSpec], list[TensorSpec]]:
 
 
 def decoder_specs(model: Seq2Seq) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    mem_dim, V = model.encoder.out_dim, model.cfg.tgt_vocab_size
+    mem_dim, V = model.memory_dim, model.cfg.tgt_vocab_size
     states = model.state_specs()
     inputs = [TensorSpec("prev_token", "int64", ["batch"])]
     inputs += [TensorSpec(s["name"], "float32", _state_shape(s)) for s in states]
@@ -182,7 +184,7 @@ def decoder_inputs(model: Seq2Seq, B: int, S: int, past: int, seed: int) -> dict
     """A random (not zero) state, a memory zeroed past random lengths, ragged positions <= past."""
     cfg, rng = model.cfg, np.random.default_rng(seed)
     enc = encoder_inputs(B, S, 4, seed)
-    memory = rng.normal(size=(B, S, model.encoder.out_dim)).astype(np.float32)  # (B, S, M)
+    memory = rng.normal(size=(B, S, model.memory_dim)).astype(np.float32)  # (B, S, M)
     memory[np.arange(S)[None, :] >= enc["src_lengths"][:, None]] = 0.0
     feeds: dict[str, np.ndarray] = {"prev_token": rng.integers(0, cfg.tgt_vocab_size, size=B).astype(np.int64)}
     for s in model.state_specs():
