@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import io
 import logging
 import shutil
@@ -310,7 +311,8 @@ def export_graph(
                 input_names=list(example),
                 output_names=outputs,
                 # positional: torch.export keys a dict by the forward's argument names, not the ONNX names
-                dynamic_shapes=[{ax: dims[d] for ax, d in dynamic.get(n, {}).items()} for n in example],
+                dynamic_shapes=_positional_shapes(module, [{ax: dims[d] for ax, d in dynamic.get(n, {}).items()}
+                                                           for n in example]),
                 opset_version=OPSET,
                 dynamo=True,
                 verbose=False,
@@ -327,6 +329,15 @@ def export_graph(
                 opset_version=OPSET,
                 dynamo=False,
             )
+
+
+def _positional_shapes(module: nn.Module, shapes: list[dict[int, Any]]) -> list[Any]:
+    """One entry per forward argument: a ``*rest`` argument takes the remaining inputs as one list."""
+    params = list(inspect.signature(module.forward).parameters.values())
+    fixed = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return [*shapes[: len(fixed)], tuple(shapes[len(fixed) :])]
+    return shapes
 
 
 def name_io_dims(path: Path, specs: list[TensorSpec]) -> None:

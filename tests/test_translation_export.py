@@ -88,7 +88,8 @@ def test_export_contract_and_decoding_parity(exported, arch: str) -> None:
     assert sorted(p.name for p in out.iterdir()) == sorted([*m.files.values(), "manifest.json"])
     assert [s.name for s in m.inputs] == ["src", "src_lengths"]
     names = [s["name"] for s in m.streaming["state"]]
-    assert names == (["k_cache", "v_cache"] if arch == "transformer" else ["h", "c"] if "lstm" in arch else ["h"])
+    caches = ["k_cache_0", "v_cache_0", "k_cache_1", "v_cache_1"]  # the tiny model's two layers
+    assert names == (caches if arch == "transformer" else ["h", "c"] if "lstm" in arch else ["h"])
     dec_in = [s["name"] for s in m.streaming["decoder_inputs"]]
     assert dec_in[0] == "prev_token" and dec_in[1 : 1 + len(names)] == names
 
@@ -134,7 +135,7 @@ def test_decoder_dynamic_axes(exported) -> None:
         got = sess.run(None, feeds)
         with torch.no_grad():
             want = [t.numpy() for t in mt_export.step_graph(model)(*torch_inputs(feeds))]
-        assert got[1].shape == (2, B, 2, past + 1, 8)
+        assert got[1].shape == (B, 2, 8, past + 1) and got[2].shape == (B, 2, past + 1, 8)  # k_cache_0, v_cache_0
         for g, w in zip(got, want):
             assert np.abs(g - w).max() < 1e-4
 

@@ -209,12 +209,13 @@ def test_transformer_rows_at_different_positions_share_a_cache() -> None:
                 logits, state = model.step(tgt[r : r + 1, t], state, memory[r : r + 1], lengths[r : r + 1],
                                            torch.tensor([t]))
             alone.append((state, logits))
-        (k0, v0), (k1, v1) = alone[0][0], alone[1][0]
-        pad = torch.zeros_like(k1[:, :, :, :2])  # row 1's cache 2 slots shorter
-        k = torch.cat((k0, torch.cat((pad, k1), 3)), 1)
-        v = torch.cat((v0, torch.cat((pad, v1), 3)), 1)
+        shared = []
+        for spec, longer, shorter in zip(model.state_specs(), alone[0][0], alone[1][0]):
+            grow, batch_axis = spec["grow_axis"], spec["batch_axis"]
+            pad = torch.zeros_like(shorter.narrow(grow, 0, 2))  # row 1's cache 2 slots shorter
+            shared.append(torch.cat((longer, torch.cat((pad, shorter), grow)), batch_axis))
         prev = torch.stack((tgt[0, 4], tgt[1, 2]))
-        together, _ = model.step(prev, [k, v], memory[:2], lengths[:2], torch.tensor([4, 2]))
+        together, _ = model.step(prev, shared, memory[:2], lengths[:2], torch.tensor([4, 2]))
         for r, n in ((0, 4), (1, 2)):
             state = alone[r][0]
             expected, _ = model.step(prev[r : r + 1], state, memory[r : r + 1], lengths[r : r + 1], torch.tensor([n]))

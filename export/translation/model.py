@@ -33,8 +33,9 @@ either way. Decoders:
   state is h (and c), (layers, B, hidden), initialised from the mean of the
   memory through a tanh bridge.
 * transformer: pre-LN decoder blocks (causal self-attention, cross-attention,
-  MLP). The step carries a key/value cache (layers, B, heads, past, head_dim)
-  per k and v. Each row's history is *right-aligned* in the cache: a row that
+  MLP). The step carries a key and a value cache per layer, the keys
+  transposed (B, heads, head_dim, past), the values (B, heads, past, head_dim):
+  the layouts its matrix products read without a copy. Each row's history is *right-aligned* in the cache: a row that
   has fed ``position`` tokens owns the last ``position`` slots and the slots
   before them are masked out, so rows at different positions (sequences that
   joined a running batch later) share one cache tensor; a scheduler that
@@ -234,7 +235,14 @@ def _heads(x: Tensor, n_heads: int) -> Tensor:
 
 
 class DecoderBlock(nn.Module):
-    """Pre-LN: causal self-attention, cross-attention over the memory, MLP."""
+    """Pre-LN: causal self-attention, cross-attention over the memory, MLP.
+
+    ``forward`` (a whole target, for training) attends through SDPA. ``step`` (one token)
+    spells the same attention out for the layouts that spare a decoder step every copy
+    but the cache's own growth: the key cache transposed, (B, nh, hd, P), so the scores
+    need no transpose, and the memory's keys and values as (B, S, C), read by all heads
+    at once through a (C, nh) head mask instead of being split into heads every step.
+    """
 
     def __init__(self, cfg: Seq2SeqConfig) -> None:
         super().__init__()
@@ -249,6 +257,9 @@ class DecoderBlock(nn.Module):
         self.cross_proj = nn.Linear(C, C)
         self.mlp = nn.Sequential(nn.Linear(C, cfg.ff_dim), nn.GELU(), nn.Linear(cfg.ff_dim, C))
         self.drop = nn.Dropout(cfg.dropout)
+        head_of = torch.arange(C) // (C // cfg.n_heads)  # (C,) the head each channel belongs to
+        heads = (head_of.unsqueeze(1) == torch.arange(cfg.n_heads)).float()  # (C, nh) one-hot
+        self.register_buffer("heads", heads, persistent=False)  # derived: checkpoints stay as they were
 
     def _sdpa(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
         p = self.dropout if self.training else 0.0
@@ -256,31 +267,35 @@ class DecoderBlock(nn.Module):
         B, _, _, hd = y.shape
         return y.transpose(1, 2).reshape(B, -1, self.n_heads * hd)  # (B, T, C)
 
-    def _cross(self, x: Tensor, kv: Tensor, mem_mask: Tensor) -> Tensor:
-        h = self.ln2(x)
-        k, v = kv.chunk(2, dim=-1)  # 2 x (B, S, C), from prepare_memory
-        y = self._sdpa(_heads(self.q(h), self.n_heads), _heads(k, self.n_heads), _heads(v, self.n_heads), mem_mask)
-        x = x + self.drop(self.cross_proj(y))  # (B, T, C)
+    def _mlp(self, x: Tensor) -> Tensor:
         return x + self.drop(self.mlp(self.ln3(x)))
 
-    def forward(self, x: Tensor, self_mask: Tensor, kv: Tensor, mem_mask: Tensor) -> Tensor:
-        C = x.size(-1)
+    def forward(self, x: Tensor, self_mask: Tensor, k_mem: Tensor, v_mem: Tensor, mem_mask: Tensor) -> Tensor:
+        """x (B, T, C), memory keys and values (B, S, C) each -> (B, T, C)."""
+        C, nh = x.size(-1), self.n_heads
         q, k, v = self.qkv(self.ln1(x)).split(C, dim=-1)  # 3 x (B, T, C)
-        y = self._sdpa(_heads(q, self.n_heads), _heads(k, self.n_heads), _heads(v, self.n_heads), self_mask)
-        x = x + self.drop(self.self_proj(y))  # (B, T, C)
-        return self._cross(x, kv, mem_mask)
+        x = x + self.drop(self.self_proj(self._sdpa(_heads(q, nh), _heads(k, nh), _heads(v, nh), self_mask)))
+        y = self._sdpa(_heads(self.q(self.ln2(x)), nh), _heads(k_mem, nh), _heads(v_mem, nh), mem_mask)
+        return self._mlp(x + self.drop(self.cross_proj(y)))  # (B, T, C)
 
     def step(
-        self, x: Tensor, k_cache: Tensor, v_cache: Tensor, self_mask: Tensor, kv: Tensor, mem_mask: Tensor
+        self, x: Tensor, k_cache: Tensor, v_cache: Tensor, self_bias: Tensor, k_mem: Tensor, v_mem: Tensor,
+        mem_bias: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """x (B, 1, C), caches (B, nh, P, hd) -> x, caches (B, nh, P + 1, hd)."""
-        C = x.size(-1)
-        q, k, v = self.qkv(self.ln1(x)).split(C, dim=-1)  # 3 x (B, 1, C)
-        k_all = torch.cat((k_cache, _heads(k, self.n_heads)), dim=2)  # (B, nh, P + 1, hd)
-        v_all = torch.cat((v_cache, _heads(v, self.n_heads)), dim=2)  # (B, nh, P + 1, hd)
-        y = self._sdpa(_heads(q, self.n_heads), k_all, v_all, self_mask)  # (B, 1, C)
+        """x (B, C), k_cache (B, nh, hd, P), v_cache (B, nh, P, hd), self_bias (B, 1, 1, P + 1),
+        memory keys and values (B, S, C), mem_bias (B, S, 1) -> x, the caches one slot longer."""
+        B, C = x.shape
+        nh, hd = self.n_heads, C // self.n_heads
+        q, k, v = self.qkv(self.ln1(x)).split(C, dim=-1)  # 3 x (B, C)
+        k_all = torch.cat((k_cache, k.reshape(B, nh, hd, 1)), dim=3)  # (B, nh, hd, P + 1)
+        v_all = torch.cat((v_cache, v.reshape(B, nh, 1, hd)), dim=2)  # (B, nh, P + 1, hd)
+        att = q.reshape(B, nh, 1, hd) @ k_all * hd**-0.5 + self_bias  # (B, nh, 1, P + 1)
+        y = (att.softmax(-1) @ v_all).reshape(B, C)  # (B, nh, 1, hd) -> (B, C)
         x = x + self.drop(self.self_proj(y))
-        return self._cross(x, kv, mem_mask), k_all, v_all
+        q = self.q(self.ln2(x)) * hd**-0.5  # (B, C)
+        att = k_mem @ (q.unsqueeze(2) * self.heads) + mem_bias  # (B, S, C) @ (B, C, nh) -> (B, S, nh)
+        y = ((att.softmax(1).transpose(1, 2) @ v_mem) * self.heads.T).sum(1)  # (B, nh, C) -> own channels (B, C)
+        return self._mlp(x + self.drop(self.cross_proj(y))), k_all, v_all
 
 
 class TransformerDecoder(nn.Module):
@@ -289,7 +304,9 @@ class TransformerDecoder(nn.Module):
         C = cfg.hidden_dim
         self.n_layers, self.n_heads, self.head_dim = cfg.dec_layers, cfg.n_heads, C // cfg.n_heads
         self.memory_dim = cfg.dec_layers * 2 * C  # each layer's cross-attention keys, then values
-        self.state_names = ["k_cache", "v_cache"]
+        # One tensor per layer, as a step reads and writes them: a stacked cache was split
+        # and stacked again every step, two more copies of it.
+        self.state_names = [f"{kv}_cache_{i}" for i in range(cfg.dec_layers) for kv in "kv"]
         self.embed = nn.Embedding(cfg.tgt_vocab_size, cfg.embed_dim, padding_idx=cfg.pad_id)
         self.in_proj = nn.Linear(cfg.embed_dim, C) if cfg.embed_dim != C else nn.Identity()
         self.embed_drop = nn.Dropout(cfg.embed_dropout)
@@ -313,39 +330,43 @@ class TransformerDecoder(nn.Module):
         kv = torch.cat([block.kv(memory) for block in self.blocks], dim=-1)  # (B, S, L * 2C)
         return kv * length_mask(src_lengths, memory.size(1)).unsqueeze(-1).to(kv.dtype)
 
-    def _layers(self, memory: Tensor) -> tuple[Tensor, ...]:
-        return memory.chunk(self.n_layers, dim=-1)  # L x (B, S, 2C)
+    def _layers(self, memory: Tensor) -> list[tuple[Tensor, Tensor]]:
+        kv = memory.chunk(2 * self.n_layers, dim=-1)  # 2L x (B, S, C), one split for all
+        return list(zip(kv[0::2], kv[1::2]))  # L x (keys, values)
 
     def init_state(self, memory: Tensor, src_lengths: Tensor) -> list[Tensor]:
-        empty = memory.new_zeros(self.n_layers, memory.size(0), self.n_heads, 0, self.head_dim)  # (L, B, nh, 0, hd)
-        return [empty, empty.clone()]
+        B, nh, hd = memory.size(0), self.n_heads, self.head_dim
+        k, v = memory.new_zeros(B, nh, hd, 0), memory.new_zeros(B, nh, 0, hd)  # no past yet
+        return [t.clone() for _ in range(self.n_layers) for t in (k, v)]
 
     def forward(self, tgt_in: Tensor, state: list[Tensor], memory: Tensor, src_lengths: Tensor) -> Tensor:
         T = tgt_in.size(1)
         x = self._embed(tgt_in, torch.arange(T, device=tgt_in.device).unsqueeze(0))  # (B, T, C)
         causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (T, T): row t sees 0..t
         mem_mask = length_mask(src_lengths.clamp(min=1), memory.size(1))[:, None, None, :]  # (B, 1, 1, S)
-        for block, kv in zip(self.blocks, self._layers(memory)):
-            x = block(x, causal, kv, mem_mask)
+        for block, (k_mem, v_mem) in zip(self.blocks, self._layers(memory)):
+            x = block(x, causal, k_mem, v_mem, mem_mask)
         return self.out(self.ln_f(x))  # (B, T, V)
 
     def step(
         self, prev: Tensor, state: list[Tensor], memory: Tensor, src_lengths: Tensor, position: Tensor
     ) -> tuple[Tensor, list[Tensor]]:
-        k_cache, v_cache = state  # (L, B, nh, P, hd) each
-        P = k_cache.size(3)
-        x = self._embed(prev.unsqueeze(1), position.unsqueeze(1))  # (B, 1, C)
+        P = state[1].size(2)  # v_cache_0 (B, nh, P, hd)
+        x = self._embed(prev.unsqueeze(1), position.unsqueeze(1)).squeeze(1)  # (B, C)
         # Right-aligned histories: row b's tokens sit in the last position[b] slots, then the new one.
         slot = torch.arange(P + 1, device=prev.device).unsqueeze(0)  # (1, P + 1)
-        self_mask = (slot >= (P - position).unsqueeze(1))[:, None, None, :]  # (B, 1, 1, P + 1)
-        mem_mask = length_mask(src_lengths.clamp(min=1), memory.size(1))[:, None, None, :]  # (B, 1, 1, S)
-        ks, vs = [], []
-        for i, (block, kv) in enumerate(zip(self.blocks, self._layers(memory))):
-            x, k, v = block.step(x, k_cache[i], v_cache[i], self_mask, kv, mem_mask)
-            ks.append(k)
-            vs.append(v)
-        logits = self.out(self.ln_f(x)).squeeze(1)  # (B, V)
-        return logits, [torch.stack(ks), torch.stack(vs)]  # (L, B, nh, P + 1, hd) each
+        self_bias = _bias(slot >= (P - position).unsqueeze(1))[:, None, None, :]  # (B, 1, 1, P + 1)
+        mem_bias = _bias(length_mask(src_lengths.clamp(min=1), memory.size(1))).unsqueeze(2)  # (B, S, 1)
+        new: list[Tensor] = []
+        for i, (block, (k_mem, v_mem)) in enumerate(zip(self.blocks, self._layers(memory))):
+            x, k, v = block.step(x, state[2 * i], state[2 * i + 1], self_bias, k_mem, v_mem, mem_bias)
+            new += [k, v]
+        return self.out(self.ln_f(x)), new  # (B, V): a 2-D projection, its bias fused (ORT's Gemm)
+
+
+def _bias(keep: Tensor) -> Tensor:
+    """bool -> 0 where kept, -inf where masked (added to attention scores)."""
+    return torch.zeros(keep.shape, device=keep.device).masked_fill(~keep, float("-inf"))
 
 
 # ----------------------------------------------------------------------------- the model
@@ -374,10 +395,11 @@ class Seq2Seq(nn.Module):
         """Per state tensor: name, shape (symbolic "batch" / "past"), batch axis, how a sequence starts it."""
         cfg = self.cfg
         if cfg.arch == "transformer":
-            hd = cfg.hidden_dim // cfg.n_heads
-            shape = [cfg.dec_layers, "batch", cfg.n_heads, "past", hd]
+            nh, hd = cfg.n_heads, cfg.hidden_dim // cfg.n_heads
+            shapes = {"k": ["batch", nh, hd, "past"], "v": ["batch", nh, "past", hd]}  # keys stored transposed
             return [
-                {"name": n, "dtype": "float32", "shape": shape, "batch_axis": 1, "grow_axis": 3, "init": "empty"}
+                {"name": n, "dtype": "float32", "shape": shapes[n[0]], "batch_axis": 0,
+                 "grow_axis": shapes[n[0]].index("past"), "init": "empty"}
                 for n in self.state_names
             ]
         shape = [cfg.dec_layers, "batch", cfg.hidden_dim]

@@ -11,8 +11,9 @@ writes ``<repository>/translation/<arch>/<version>/`` with
   decoder's initial state ``h`` (+ ``c`` for lstm/bilstm) float32 [layers,
   batch, hidden];
 * ``decoder.onnx``, one step: ``prev_token`` int64 [batch], the state
-  (recurrent: ``h`` [, ``c``] [layers, batch, hidden]; Transformer: ``k_cache``,
-  ``v_cache`` [layers, batch, heads, past, head_dim]), ``memory``, ``src_lengths``,
+  (recurrent: ``h`` [, ``c``] [layers, batch, hidden]; Transformer, per layer i:
+  ``k_cache_i`` [batch, heads, head_dim, past] and ``v_cache_i`` [batch, heads,
+  past, head_dim]), ``memory``, ``src_lengths``,
   and for the Transformer ``position`` int64 [batch] (tokens each row fed so far;
   its history is the last ``position`` slots of the cache) -> ``logits`` float32
   [batch, tgt_vocab] and the new state ``<name>_out`` (the caches one slot longer);
@@ -117,13 +118,12 @@ class LSTMStep(RecurrentStep):
 
 
 class TransformerStep(RecurrentStep):
-    """(prev, k_cache, v_cache, memory, src_lengths, position) -> (logits, k_cache_out, v_cache_out)."""
+    """(prev, k_cache_0, v_cache_0, ..., memory, src_lengths, position) -> (logits, k_cache_0_out, ...)."""
 
-    def forward(  # type: ignore[override]
-        self, prev: Tensor, k_cache: Tensor, v_cache: Tensor, memory: Tensor, src_lengths: Tensor, position: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        logits, (k, v) = self.model.step(prev, [k_cache, v_cache], memory, src_lengths, position)
-        return logits, k, v
+    def forward(self, prev: Tensor, *rest: Tensor) -> tuple[Tensor, ...]:  # type: ignore[override]
+        *caches, memory, src_lengths, position = rest
+        logits, new = self.model.step(prev, list(caches), memory, src_lengths, position)
+        return logits, *new
 
 
 def step_graph(model: Seq2Seq) -> nn.Module:
@@ -304,7 +304,7 @@ def check_decoding_parity(
     torch_fns = torch_callables(model)
     src, lengths = pad_batch(sources, PAD_ID)
     limit = decoding.default_max_len(lengths, MAX_LEN["a"], MAX_LEN["b"])
-    common = dict(bos_id=BOS_ID, eos_id=EOS_ID, max_len=limit)
+    common = dict(bos_id=BOS_ID, eos_id=EOS_ID, max_len=limit, batch_axes=decoding.state_batch_axes(contract))
     compared = {}
     for name, run in (
         ("greedy", lambda fns: decoding.greedy(*fns, src, lengths, **common)),
