@@ -205,25 +205,27 @@ class RecurrentDecoder(nn.Module):
         return x, new
 
     def attend(self, query: Tensor, memory: Tensor, src_lengths: Tensor) -> Tensor:
-        """(B, T, H) decoder outputs -> (B, T, V) logits through attention over the prepared memory."""
-        values, keys = memory.split((self.mem_dim, self.hidden), dim=-1)  # (B, S, M), (B, S, H)
-        scores = query @ keys.transpose(1, 2)  # (B, T, S)
+        """(B, T, H) decoder outputs -> (B, T, H) attentional states, over the prepared memory.
+        The memory is read whole, never split into values and keys (a copy of it every step):
+        the query meets zeros against the values, and the context keeps the values' share."""
+        query_keys = F.pad(query, (self.mem_dim, 0))  # (B, T, M + H)
+        scores = query_keys @ memory.transpose(1, 2)  # (B, T, S): h . W_a m
         mask = length_mask(src_lengths.clamp(min=1), memory.size(1)).unsqueeze(1)  # (B, 1, S)
         # finfo.min rather than -inf: stays finite through ONNX (a fully padded row cannot occur: length >= 1)
         weights = scores.masked_fill(~mask, torch.finfo(scores.dtype).min).softmax(-1)  # (B, T, S)
-        context = weights @ values  # (B, T, M)
-        attentional = torch.tanh(self.combine(torch.cat((context, query), dim=-1)))  # (B, T, H)
-        return self.out(self.drop(attentional))  # (B, T, V)
+        context = (weights @ memory)[..., : self.mem_dim]  # (B, T, M)
+        return torch.tanh(self.combine(torch.cat((context, query), dim=-1)))  # (B, T, H)
 
     def forward(self, tgt_in: Tensor, state: list[Tensor], memory: Tensor, src_lengths: Tensor) -> Tensor:
         x, _ = self.run(tgt_in, state)  # (B, T, H)
-        return self.attend(x, memory, src_lengths)
+        return self.out(self.drop(self.attend(x, memory, src_lengths)))  # (B, T, V)
 
     def step(
         self, prev: Tensor, state: list[Tensor], memory: Tensor, src_lengths: Tensor, position: Tensor
     ) -> tuple[Tensor, list[Tensor]]:
         x, new = self.run(prev.unsqueeze(1), state)  # (B, 1, H)
-        return self.attend(x, memory, src_lengths).squeeze(1), new  # (B, V)
+        attentional = self.attend(x, memory, src_lengths).squeeze(1)  # (B, H)
+        return self.out(self.drop(attentional)), new  # (B, V): a 2-D projection, its bias fused (ORT's Gemm)
 
 
 # ----------------------------------------------------------------------------- transformer decoder
