@@ -94,7 +94,7 @@ class ToyLM:
     def step(self, prev, state, memory, lengths, position):
         bias = state["h"][0, :, :1] * 0.1 + memory[:, :1, 0] * 0.01  # (B, 1): depends on the row's own data
         logits = self.table[prev] + bias
-        return logits, {"h": state["h"] + 1.0}
+        return decoding.log_softmax_(logits), {"h": state["h"] + 1.0}
 
 
 def test_beam_one_equals_greedy_and_nbest_sorted() -> None:

@@ -38,4 +38,4 @@ class CacheLM:
         context = (memory * mask[:, :, None]).sum(axis=1)  # (B, 4)
         logits = self.table[prev] + (history * 0.3 + context) @ self.mix  # (B, V)
         slot = np.eye(4, dtype=np.float32)[prev % 4][None, :, None, :]  # (1, B, 1, 4)
-        return logits, {"k": np.concatenate([k, slot], axis=2)}
+        return decoding.log_softmax_(logits), {"k": np.concatenate([k, slot], axis=2)}

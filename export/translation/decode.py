@@ -31,7 +31,7 @@ def torch_callables(model: Seq2Seq) -> tuple[decoding.EncodeFn, decoding.StepFn]
             torch.from_numpy(np.ascontiguousarray(src_lengths)),
             torch.from_numpy(position),
         )
-        return logits.numpy(), {n: s.numpy() for n, s in zip(names, new)}
+        return torch.log_softmax(logits, dim=-1).numpy(), {n: s.numpy() for n, s in zip(names, new)}
 
     return encode, step
 

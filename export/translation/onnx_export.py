@@ -15,7 +15,7 @@ writes ``<repository>/translation/<arch>/<version>/`` with
   ``k_cache_i`` [batch, heads, head_dim, past] and ``v_cache_i`` [batch, heads,
   past, head_dim]), ``memory``, ``src_lengths``,
   and for the Transformer ``position`` int64 [batch] (tokens each row fed so far;
-  its history is the last ``position`` slots of the cache) -> ``logits`` float32
+  its history is the last ``position`` slots of the cache) -> ``log_probs`` float32
   [batch, tgt_vocab] and the new state ``<name>_out`` (the caches one slot longer);
 * ``source.subwords.json``, ``target.subwords.json`` (``seqserve.subword``);
 * ``manifest.json``: ``inputs``/``outputs`` are the encoder's, ``streaming`` holds
@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from export.onnx_export import (
@@ -96,7 +97,8 @@ class EncoderGraph(nn.Module):
 
 
 class RecurrentStep(nn.Module):
-    """(prev, h, memory, src_lengths) -> (logits, h_out)."""
+    """(prev, h, memory, src_lengths) -> (log_probs, h_out). The searches read log-probabilities:
+    ORT's LogSoftmax takes a third of the time numpy's does."""
 
     def __init__(self, model: Seq2Seq) -> None:
         super().__init__()
@@ -104,26 +106,26 @@ class RecurrentStep(nn.Module):
 
     def forward(self, prev: Tensor, h: Tensor, memory: Tensor, src_lengths: Tensor) -> tuple[Tensor, Tensor]:
         logits, (h_out,) = self.model.step(prev, [h], memory, src_lengths, prev)  # position unused
-        return logits, h_out
+        return F.log_softmax(logits, dim=-1), h_out
 
 
 class LSTMStep(RecurrentStep):
-    """(prev, h, c, memory, src_lengths) -> (logits, h_out, c_out)."""
+    """(prev, h, c, memory, src_lengths) -> (log_probs, h_out, c_out)."""
 
     def forward(  # type: ignore[override]
         self, prev: Tensor, h: Tensor, c: Tensor, memory: Tensor, src_lengths: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
         logits, (h_out, c_out) = self.model.step(prev, [h, c], memory, src_lengths, prev)
-        return logits, h_out, c_out
+        return F.log_softmax(logits, dim=-1), h_out, c_out
 
 
 class TransformerStep(RecurrentStep):
-    """(prev, k_cache_0, v_cache_0, ..., memory, src_lengths, position) -> (logits, k_cache_0_out, ...)."""
+    """(prev, k_cache_0, v_cache_0, ..., memory, src_lengths, position) -> (log_probs, k_cache_0_out, ...)."""
 
     def forward(self, prev: Tensor, *rest: Tensor) -> tuple[Tensor, ...]:  # type: ignore[override]
         *caches, memory, src_lengths, position = rest
         logits, new = self.model.step(prev, list(caches), memory, src_lengths, position)
-        return logits, *new
+        return F.log_softmax(logits, dim=-1), *new
 
 
 def step_graph(model: Seq2Seq) -> nn.Module:
@@ -162,7 +164,7 @@ def decoder_specs(model: Seq2Seq) -> tuple[list[TensorSpec], list[TensorSpec]]:
     ]
     if model.cfg.arch == "transformer":
         inputs.append(TensorSpec("position", "int64", ["batch"]))
-    outputs = [TensorSpec("logits", "float32", ["batch", V])]
+    outputs = [TensorSpec("log_probs", "float32", ["batch", V])]
     for s in states:
         shape = ["past_plus_1" if d == "past" else d for d in _state_shape(s)]
         outputs.append(TensorSpec(f"{s['name']}_out", "float32", shape))
