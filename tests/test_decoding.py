@@ -191,3 +191,26 @@ def test_beam_candidates_pick_what_scoring_every_token_picks_ties_and_minus_infi
     want = _candidates_by_brute_force(scores, logp, n)
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
+
+
+class _Session:
+    """Shaped like an ORT session: ``run(names, feeds)`` -> the named outputs."""
+
+    def __init__(self, outputs: dict[str, np.ndarray]) -> None:
+        self.outputs = outputs
+
+    def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return [self.outputs[n] for n in names]
+
+
+@pytest.mark.parametrize("output", ["log_probs", "logits"])
+def test_session_step_returns_log_probabilities(output: str) -> None:
+    """Graphs end in log_probs now; those exported before end in logits and still decode the same."""
+    logits = np.array([[2.0, 0.5, -1.0], [0.0, 0.0, 3.0]], np.float32)
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    contract = {"state": [{"name": "h", "init": "encoder", "batch_axis": 1}], "decoder_outputs": [{"name": output}]}
+    h = np.zeros((1, 2, 4), np.float32)
+    raw = log_probs if output == "log_probs" else logits.copy()
+    _, step = decoding.session_callables(_Session({}), _Session({output: raw, "h_out": h}), contract)
+    got, state = step(np.zeros(2, np.int64), {"h": h}, np.zeros((2, 1, 1), np.float32), np.ones(2, np.int64), None)
+    assert np.allclose(got, log_probs, atol=1e-6) and state["h"] is h
