@@ -68,6 +68,7 @@ bench: setup deploy-tools peer-tools
 	$(BIN)/python -m bench.report
 	$(BIN)/python -m bench.streams --archs lstm --streams 1 16 256 1000 --rate 4
 	$(BIN)/python -m bench.streams --archs lstm --streams 16 64 256 --rate 0 --compare
+	$(BIN)/python -m bench.decoder_step
 	$(BIN)/python -m bench.translation
 	$(BIN)/python -m bench.peer
 	$(BIN)/python -m bench.sweep --tasks sentiment --archs lstm --channels 4
