@@ -10,9 +10,10 @@ graphs (ORT sessions in the server, the PyTorch model in export and tests) as
     step(prev (B,) int64, state, memory, src_lengths, position (B,) int64) -> (log_probs (B, V) float32, state)
 
 where ``state`` is a dict name -> array with the batch on axis ``batch_axes[name]``
-(1 for every state tensor of the exported decoders: recurrent h/c (layers, B, H),
-Transformer k/v caches (layers, B, heads, past, head_dim)). ``position`` is the
-number of tokens each row has already fed (0 for <bos>).
+(as the manifest says: 1 for the recurrent h/c (layers, B, H); 0 for the Transformer's
+per-layer caches, keys (B, heads, head_dim, past) and values (B, heads, past,
+head_dim), whose "past" axis grows by one each step, ``grow_axes[name]``). ``position``
+is the number of tokens each row has already fed (0 for <bos>).
 
 Everything per sequence lives on the batch axis, so rows can be dropped
 (a sentence finished or was cancelled), duplicated (beams) or joined. One
