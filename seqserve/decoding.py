@@ -95,11 +95,16 @@ def strip_eos(tokens: list[int], eos_id: int) -> list[int]:
 # ----------------------------------------------------------------------------- one sentence's search
 
 
-def beam_candidates(scores: np.ndarray, logp: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def beam_candidates(
+    scores: np.ndarray, logp: np.ndarray, n: int, best: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One sentence's expansion: scores (K,) of its live beams, logp (K, V) -> the n best
-    (beam, token, cumulative score), best first, ties to the lower (beam, token)."""
+    (beam, token, cumulative score), best first, ties to the lower (beam, token). ``best``:
+    each row's best n tokens if already known (``row_best``, taken for a whole batch)."""
     K, V = logp.shape
-    if n < V:
+    if best is not None:
+        beam, token = np.repeat(np.arange(K), n), best[:, :n].ravel()
+    elif n < V:
         # A row adds one score to all its tokens, so the overall best n lie among each row's
         # best n: shortlist those instead of scoring K x V.
         beam, token = _row_best(logp, n)
@@ -115,24 +120,59 @@ def beam_candidates(scores: np.ndarray, logp: np.ndarray, n: int) -> tuple[np.nd
 
 
 def _row_best(logp: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(beam, token) of each row's best n under (log-probability desc, token asc), the order
-    the final pick uses within a row. n passes of argmax (which returns the lowest index
-    among equal maxima). At n = 2 x beam this beats a partition of K x V and the nonzero()
-    after it by enough to halve a beam-4 decode of the full GRU (10.8-11.5 -> 5.1-5.3 ms a
-    sentence, in-process). A row with fewer than n finite entries takes the partition,
-    which keeps everything tied with the row's n-th."""
+    """(beam, token) of each row's best n (``row_best``). A row with fewer than n finite
+    entries takes a partition instead, which keeps everything tied with the row's n-th."""
     K, V = logp.shape
-    rows = np.arange(K)
-    work = logp.copy()  # (K, V)
-    token = np.empty((K, n), dtype=np.int64)  # (K, n)
+    best = row_best(logp, n)
+    if best is None:
+        row_nth = np.partition(logp, V - n, axis=1)[:, V - n]  # (K,) each row's n-th best
+        return np.nonzero(logp >= row_nth[:, None])
+    return np.repeat(np.arange(K), n), best.ravel()
+
+
+_GROUP = 64  # tokens per group in row_best's first pass
+_MANY_ROWS = 16  # from here the groups pay: below, numpy's cost per call outweighs the pass they save
+
+
+def row_best(logp: np.ndarray, n: int) -> np.ndarray | None:
+    """(R, V) log-probabilities -> (R, n) token ids: each row's best n under (log-probability
+    desc, token asc), the order the final pick uses within a row; None if a row has fewer
+    than n finite entries. n passes of argmax (the lowest index among equal maxima); over
+    many rows, only over the tokens of each row's best groups (``_shortlist``). For the
+    beams of 32 beam-4 sentences (128 rows of 8,000, n = 8): 0.97 ms, against 2.3 for the
+    passes over each sentence's whole rows."""
+    R, V = logp.shape
+    token, work = _shortlist(logp, n) if R >= _MANY_ROWS else (None, logp.copy())  # work: (R, C)
+    rows = np.arange(R)
+    best = np.empty((R, n), dtype=np.int64)  # (R, n)
     for j in range(n):
-        best = work.argmax(axis=1)  # (K,)
-        if not np.isfinite(work[rows, best]).all():  # a row ran out: argmax would repeat itself
-            row_nth = np.partition(logp, V - n, axis=1)[:, V - n]  # (K,) each row's n-th best
-            return np.nonzero(logp >= row_nth[:, None])
-        token[:, j] = best
-        work[rows, best] = -np.inf
-    return np.repeat(rows, n), token.ravel()
+        at = work.argmax(axis=1)  # (R,)
+        if not np.isfinite(work[rows, at]).all():  # a row ran out: argmax would repeat itself
+            return None
+        best[:, j] = at if token is None else token[rows, at]
+        work[rows, at] = -np.inf
+    return best
+
+
+def _shortlist(logp: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's candidates for its best n: token ids (R, C) in ascending order and their
+    log-probabilities (R, C), a copy. Tokens fall into groups of ``_GROUP`` (group b: b,
+    b + G, b + 2G, ... for G groups, so that the pass of maxima runs along memory); a row's
+    best n lie in its n groups with the highest maxima (above any other group stand n
+    groups with a higher maximum), ties included."""
+    R, V = logp.shape
+    groups = -(-V // _GROUP)
+    if groups * _GROUP != V:
+        logp = np.pad(logp, ((0, 0), (0, groups * _GROUP - V)), constant_values=-np.inf)
+    tops = logp.reshape(R, _GROUP, groups).max(axis=1)  # (R, groups): token k * groups + b is in group b
+    if groups > n:
+        nth = np.partition(tops, groups - n, axis=1)[:, groups - n]  # (R,) each row's n-th group maximum
+        m = int((tops >= nth[:, None]).sum(axis=1).max())  # groups a row may need (more on ties)
+        chosen = np.sort(np.argpartition(tops, groups - m, axis=1)[:, groups - m :], axis=1)  # (R, m)
+    else:
+        chosen = np.broadcast_to(np.arange(groups), (R, groups))
+    token = (np.arange(_GROUP)[:, None] * groups + chosen[:, None, :]).reshape(R, -1)  # (R, C), ascending
+    return token, logp.ravel()[token + (np.arange(R) * logp.shape[1])[:, None]]
 
 
 _NONE = np.zeros(0, dtype=np.int64)
@@ -142,14 +182,17 @@ class Search(Protocol):
     """One sentence's decoding rule. It owns ``rows`` consecutive rows of the running batch."""
 
     done: bool
+    candidates: int  # of each row's best tokens ``advance`` reads (0: it reads the rows alone)
 
     @property
     def max_rows(self) -> int:
         """The most rows it will ever hold (what a scheduler must reserve for it)."""
 
-    def advance(self, logp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def advance(self, logp: np.ndarray, best: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Log-probabilities (rows, V) of its rows -> the rows to continue: (parent row within
-        its own block, next token), both (rows',); empty once ``done``."""
+        its own block, next token), both (rows',); empty once ``done``. ``best``: each row's
+        best tokens (rows, >= ``candidates``) in ``row_best``'s order, when the caller took
+        them for many sentences at once."""
 
     def committed(self) -> list[int]:
         """Tokens already certain to open the final best hypothesis (for streaming)."""
@@ -161,6 +204,7 @@ class GreedySearch:
     """Argmax, one row."""
 
     max_rows = 1
+    candidates = 0
 
     def __init__(self, eos_id: int, limit: int) -> None:
         self.eos_id, self.limit = eos_id, limit
@@ -168,7 +212,7 @@ class GreedySearch:
         self.log_prob = 0.0
         self.done = False
 
-    def advance(self, logp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def advance(self, logp: np.ndarray, best: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         token = int(logp[0].argmax())  # the lowest id among equal maxima
         self.tokens.append(token)
         self.log_prob += float(logp[0, token])
@@ -200,6 +244,7 @@ class BeamSearch:
         if not 1 <= n_best <= beam_size:
             raise ValueError("need 1 <= n_best <= beam_size")
         self.eos_id, self.limit, self.K, self.n_best = eos_id, limit, beam_size, n_best
+        self.candidates = 2 * beam_size
         self.length_penalty, self.early_stopping = length_penalty, early_stopping
         self.beams: list[list[int]] = [[]]  # live hypotheses' tokens; one (<bos>) to start
         self.scores = np.zeros(1)
@@ -214,10 +259,10 @@ class BeamSearch:
     def _norm(self, log_prob: float, length: int) -> float:
         return log_prob / (max(1, length) ** self.length_penalty)
 
-    def advance(self, logp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def advance(self, logp: np.ndarray, best: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         self.t += 1
         K = self.K
-        parents, tokens, totals = beam_candidates(self.scores, logp, 2 * K)
+        parents, tokens, totals = beam_candidates(self.scores, logp, self.candidates, best)
         beams, scores, keep = [], [], []
         for p, tok, sc in zip(parents.tolist(), tokens.tolist(), totals.tolist()):
             toks = self.beams[p] + [tok]
@@ -402,12 +447,13 @@ class RunningBatch:
         """One decoder step for every row; returns the members that finished (and left)."""
         positions = np.repeat([m.position for m in self.members], [m.rows for m in self.members])
         logp, state = self._step(self._prev, self._state, self._memory, self._lengths, positions.astype(np.int64))
+        best = self._best(logp)
         gather, prev, kept, finished = [], [], [], []
         row = 0
         for m in self.members:
             rows = m.rows
             if m.search is not None and not m.search.done:
-                parents, tokens = m.search.advance(logp[row : row + rows])
+                parents, tokens = m.search.advance(logp[row : row + rows], best.get(row))
                 m.position += 1
             if m.search is None or m.search.done:  # rows nobody reads step on as they are
                 parents, tokens = np.arange(rows), self._prev[row : row + rows]
@@ -426,6 +472,24 @@ class RunningBatch:
         self._live -= len(finished)
         self._keep(kept, gather, prev)
         return finished
+
+    def _best(self, logp: np.ndarray) -> dict[int, np.ndarray]:
+        """Each beam sentence's rows' best tokens, by its first row, taken for all at once: one
+        ``row_best`` over every beam row costs a fraction of one per sentence (numpy's cost
+        per call)."""
+        spans, n, row = [], 0, 0
+        for m in self.members:
+            if m.search is not None and not m.search.done and m.search.candidates:
+                spans.append((row, m.rows))
+                n = max(n, m.search.candidates)
+            row += m.rows
+        if not spans or n >= logp.shape[1]:
+            return {}
+        best = row_best(logp[np.concatenate([np.arange(r, r + k) for r, k in spans])], n)
+        if best is None:  # a row with fewer than n possible tokens: each sentence takes its own
+            return {}
+        starts = np.cumsum([0] + [k for _, k in spans])
+        return {r: best[a:b] for (r, _), a, b in zip(spans, starts[:-1], starts[1:])}
 
     def remove(self, keys: set[Hashable]) -> list[_Member]:
         """Drop sentences now (cancelled, out of time); returns them. Their rows become spare."""

@@ -193,6 +193,28 @@ def test_beam_candidates_pick_what_scoring_every_token_picks_ties_and_minus_infi
         np.testing.assert_array_equal(g, w)
 
 
+@pytest.mark.parametrize("seed", range(30))
+def test_row_best_is_each_rows_best_in_order(seed: int) -> None:
+    """Few rows (whole rows scanned) and many (groups of tokens first), vocabularies of many
+    groups and not always a whole number of them, ties within and across groups."""
+    rng = np.random.default_rng(seed)
+    R, V, n = int(rng.integers(1, 40)), int(rng.integers(65, 900)), int(rng.integers(1, 17))
+    logp = -rng.integers(0, 6, size=(R, V)).astype(np.float32) - 10.0  # few distinct values: ties
+    logp[rng.random((R, V)) < 0.2] = -np.inf
+    logp[rng.random((R, V)) < 0.01] = -1.0  # a few better tokens scattered over the blocks
+    if seed % 5 == 0:
+        logp[0, n // 2 :] = -np.inf  # a row with fewer than n possible tokens
+    got = decoding.row_best(logp, n)
+    if (np.isfinite(logp).sum(axis=1) < n).any():
+        assert got is None
+    else:
+        want = [sorted(range(V), key=lambda t: (-logp[r, t], t))[:n] for r in range(R)]
+        np.testing.assert_array_equal(got, np.array(want))
+    scores = -rng.integers(0, 3, size=R).astype(np.float64)
+    for g, w in zip(decoding.beam_candidates(scores, logp, n), _candidates_by_brute_force(scores, logp, n)):
+        np.testing.assert_array_equal(g, w)
+
+
 class _Session:
     """Shaped like an ORT session: ``run(names, feeds)`` -> the named outputs."""
 
