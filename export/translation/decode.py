@@ -36,11 +36,6 @@ def torch_callables(model: Seq2Seq) -> tuple[decoding.EncodeFn, decoding.StepFn]
     return encode, step
 
 
-def batch_axes(model: Seq2Seq) -> dict[str, int]:
-    """State name -> its batch axis (what ``seqserve.decoding`` gathers rows along)."""
-    return {s["name"]: int(s["batch_axis"]) for s in model.state_specs()}
-
-
 def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Ragged id lists -> (B, S) int64 right-padded, (B,) int64 lengths (an empty row keeps length 0)."""
     S = max(1, max((len(s) for s in seqs), default=1))
@@ -62,7 +57,8 @@ def translate(
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         src, lengths = pad_batch([sources[i] for i in idx], model.cfg.pad_id)
-        common = dict(bos_id=model.cfg.bos_id, eos_id=model.cfg.eos_id, batch_axes=batch_axes(model), **kw)
+        batch_axes = decoding.state_batch_axes({"state": model.state_specs()})
+        common = dict(bos_id=model.cfg.bos_id, eos_id=model.cfg.eos_id, batch_axes=batch_axes, **kw)
         if beam_size == 1 and not force_beam:
             res = decoding.greedy(encode, step, src, lengths, **common)
         else:

@@ -9,7 +9,7 @@
     memory, state = model.encode(src, src_lengths)   # memory (B, S, model.memory_dim)
     logits, state = model.step(prev, state, memory, src_lengths, position)   # one token per row
       prev     (B,)  int64   the previous target token (<bos> first)
-      state    list of tensors, each with the batch on axis 1 (see ``state_specs``)
+      state    list of tensors, each with the batch on the axis ``state_specs`` gives
       position (B,)  int64   how many tokens each row has fed so far (the Transformer's position)
       logits   (B, V_tgt)
 
@@ -35,11 +35,12 @@ either way. Decoders:
 * transformer: pre-LN decoder blocks (causal self-attention, cross-attention,
   MLP). The step carries a key and a value cache per layer, the keys
   transposed (B, heads, head_dim, past), the values (B, heads, past, head_dim):
-  the layouts its matrix products read without a copy. Each row's history is *right-aligned* in the cache: a row that
-  has fed ``position`` tokens owns the last ``position`` slots and the slots
-  before them are masked out, so rows at different positions (sequences that
-  joined a running batch later) share one cache tensor; a scheduler that
-  merges caches of different past lengths left-pads the shorter with zeros.
+  the layouts its matrix products read without a copy. Each row's history is
+  *right-aligned* in the cache: a row that has fed ``position`` tokens owns the
+  last ``position`` slots and the slots before them are masked out, so rows at
+  different positions (sequences that joined a running batch later) share one
+  cache tensor; a scheduler that merges caches of different past lengths
+  left-pads the shorter with zeros.
 
 Teacher forcing ratio < 1 (scheduled sampling): two passes (Mihaylova & Liu
 2019) — a gradient-free teacher-forced pass predicts every position, then each
@@ -240,10 +241,11 @@ class DecoderBlock(nn.Module):
     """Pre-LN: causal self-attention, cross-attention over the memory, MLP.
 
     ``forward`` (a whole target, for training) attends through SDPA. ``step`` (one token)
-    spells the same attention out for the layouts that spare a decoder step every copy
-    but the cache's own growth: the key cache transposed, (B, nh, hd, P), so the scores
-    need no transpose, and the memory's keys and values as (B, S, C), read by all heads
-    at once through a (C, nh) head mask instead of being split into heads every step.
+    spells the same attention out for layouts that spare a step most copies: the key
+    cache stored transposed, (B, nh, hd, P), so the scores need no transpose, and the
+    memory's keys and values as (B, S, C), read by all heads at once through a (C, nh)
+    head mask instead of being split into heads every step. What copying is left: the
+    caches' growth, and one split of the memory into its layers' keys and values.
     """
 
     def __init__(self, cfg: Seq2SeqConfig) -> None:
