@@ -6,14 +6,18 @@ and by export, which drives the PyTorch model with it: parity then tests the gra
 No torch, no ONNX Runtime, no gRPC here: the caller wraps whatever runs the
 graphs (ORT sessions in the server, the PyTorch model in export and tests) as
 
-    encode(src (B, S) int64, src_lengths (B,) int64) -> (memory (B, S, M) float32, state)
+    encode(src (B, S) int64, src_lengths (B,) int64) -> (memory, state)
     step(prev (B,) int64, state, memory, src_lengths, position (B,) int64) -> (log_probs (B, V) float32, state)
 
-where ``state`` is a dict name -> array with the batch on axis ``batch_axes[name]``
-(as the manifest says: 1 for the recurrent h/c (layers, B, H); 0 for the Transformer's
-per-layer caches, keys (B, heads, head_dim, past) and values (B, heads, past,
-head_dim), whose "past" axis grows by one each step, ``grow_axes[name]``). ``position``
-is the number of tokens each row has already fed (0 for <bos>).
+where ``memory`` is a tuple of float32 arrays (B, S, *), each zero past its row's
+length: what the decoder reads of the source, computed once per sentence (one array
+for the recurrent decoders; each Transformer layer's cross-attention keys and values,
+kept apart so that no step splits them), and ``state`` is a dict name -> array with
+the batch on axis ``batch_axes[name]`` (as the manifest says: 1 for the recurrent h/c
+(layers, B, H); 0 for the Transformer's per-layer caches, keys (B, heads, head_dim,
+past) and values (B, heads, past, head_dim), whose "past" axis grows by one each
+step, ``grow_axes[name]``). ``position`` is the number of tokens each row has already
+fed (0 for <bos>).
 
 Everything per sequence lives on the batch axis, so rows can be dropped
 (a sentence finished or was cancelled), duplicated (beams) or joined. One
@@ -45,8 +49,9 @@ from typing import Protocol
 import numpy as np
 
 State = dict[str, np.ndarray]
-EncodeFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, State]]
-StepFn = Callable[[np.ndarray, State, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, State]]
+Memory = tuple[np.ndarray, ...]  # each (B, S, *), zero past each row's source length
+EncodeFn = Callable[[np.ndarray, np.ndarray], tuple[Memory, State]]
+StepFn = Callable[[np.ndarray, State, Memory, np.ndarray, np.ndarray], tuple[np.ndarray, State]]
 
 
 def log_softmax_(logits: np.ndarray) -> np.ndarray:
@@ -361,7 +366,7 @@ class RunningBatch:
         self.members: list[_Member] = []
         self._live = 0  # members with a search (spare rows are not sentences)
         self._state: State = {}
-        self._memory = np.zeros((0, 1, 1), dtype=np.float32)  # (R, S, M)
+        self._memory: Memory = ()  # each (R, S, *)
         self._lengths = _NONE  # (R,)
         self._prev = _NONE  # (R,)
 
@@ -373,15 +378,15 @@ class RunningBatch:
         return int(self._prev.size)
 
     def add(
-        self, keys: Sequence[Hashable], searches: Sequence[Search], memory: np.ndarray, src_lengths: np.ndarray,
+        self, keys: Sequence[Hashable], searches: Sequence[Search], memory: Memory, src_lengths: np.ndarray,
         state: State,
     ) -> None:
-        """Join encoded sentences (one row each: memory (n, S, M), src_lengths (n,), state rows)."""
+        """Join encoded sentences (one row each: memory arrays (n, S, *), src_lengths (n,), state rows)."""
         joining = [_Member(k, s, 1, 0) for k, s in zip(keys, searches)]
         src_lengths = np.asarray(src_lengths, dtype=np.int64)
         self._live += len(joining)
         if not self.members:
-            self._memory, self._lengths, self._state = memory, src_lengths.copy(), dict(state)
+            self._memory, self._lengths, self._state = tuple(memory), src_lengths.copy(), dict(state)
             self._prev = np.full(len(joining), self._bos, dtype=np.int64)
             self.members = joining
             return
@@ -389,8 +394,10 @@ class RunningBatch:
         if taken == len(joining):
             return
         rest = np.arange(taken, len(joining))
-        S = max(self._memory.shape[1], memory.shape[1])
-        self._memory = np.concatenate([_pad_to(self._memory, 1, S), _pad_to(memory[taken:], 1, S)])
+        S = max(self._memory[0].shape[1], memory[0].shape[1])
+        self._memory = tuple(
+            np.concatenate([_pad_to(old, 1, S), _pad_to(new[taken:], 1, S)]) for old, new in zip(self._memory, memory)
+        )
         self._lengths = np.concatenate([self._lengths, src_lengths[taken:]])
         self._state = {
             name: self._join(name, value, np.take(state[name], rest, axis=self._batch_axes.get(name, 1)))
@@ -399,7 +406,7 @@ class RunningBatch:
         self._prev = np.concatenate([self._prev, np.full(rest.size, self._bos, dtype=np.int64)])
         self.members += joining[taken:]
 
-    def _take_spare(self, joining: list[_Member], memory: np.ndarray, src_lengths: np.ndarray, state: State) -> int:
+    def _take_spare(self, joining: list[_Member], memory: Memory, src_lengths: np.ndarray, state: State) -> int:
         """Put the first joining sentences into spare rows, in place; returns how many."""
         if all(m.search is not None for m in self.members):
             return 0  # no spare rows
@@ -419,12 +426,12 @@ class RunningBatch:
             return 0
         n = len(slots)
         self.members = members
-        S = max(self._memory.shape[1], memory.shape[1])
-        if S > self._memory.shape[1]:
-            self._memory = _pad_to(self._memory, 1, S)
-        s = memory.shape[1]
-        self._memory[slots, :s] = memory[:n]
-        self._memory[slots, s:] = 0.0  # past its own source: nothing of the row before it
+        S = max(self._memory[0].shape[1], memory[0].shape[1])
+        self._memory = tuple(_pad_to(old, 1, S) for old in self._memory)
+        s = memory[0].shape[1]
+        for old, new in zip(self._memory, memory):
+            old[slots, :s] = new[:n]
+            old[slots, s:] = 0.0  # past its own source: nothing of the row before it
         self._lengths[slots] = src_lengths[:n]
         self._prev[slots] = self._bos
         for name, value in self._state.items():
@@ -511,7 +518,7 @@ class RunningBatch:
         ``prev`` their next tokens. Compacts spare rows away and trims unread slots when due."""
         if not self._live:
             self.members, self._state, self._prev, self._lengths = [], {}, _NONE, _NONE
-            self._memory = np.zeros((0, 1, 1), dtype=np.float32)
+            self._memory = ()
             return
         idx = np.concatenate(gather)
         same_rows = idx.size == self._prev.size and not (idx - np.arange(idx.size)).any()
@@ -524,15 +531,15 @@ class RunningBatch:
         self.members, self._prev = kept, np.concatenate(prev).astype(np.int64)
         read = np.concatenate([g for g, m in zip(gather, kept) if m.search is not None])
         S = max(1, int(self._lengths[read].max()))
-        trim = self._memory.shape[1] - S >= _TRIM_SLOTS
-        memory = self._memory[:, :S] if trim else self._memory
+        trim = self._memory[0].shape[1] - S >= _TRIM_SLOTS
+        memory = tuple(m[:, :S] for m in self._memory) if trim else self._memory
         past = max(m.position for m in kept if m.search is not None)
         state = {name: self._trimmed(name, value, past) for name, value in self._state.items()}
         if same_rows:  # no gather
-            self._memory = np.ascontiguousarray(memory)
+            self._memory = tuple(np.ascontiguousarray(m) for m in memory)
             self._state = {name: np.ascontiguousarray(value) for name, value in state.items()}
         else:  # one copy, trims included
-            self._lengths, self._memory = self._lengths[idx], memory[idx]
+            self._lengths, self._memory = self._lengths[idx], tuple(m[idx] for m in memory)
             self._state = take_rows(state, idx, self._batch_axes)
         if trim:  # a spare row's length may reach past the memory left
             np.minimum(self._lengths, S, out=self._lengths)
@@ -657,17 +664,20 @@ def session_callables(encoder, decoder, contract: dict) -> tuple[EncodeFn, StepF
     InferenceSession, or anything shaped like it), as the manifest's ``streaming`` describes them."""
     specs = contract["state"]
     names = [s["name"] for s in specs]
-    enc_outputs = ["memory", *(s["name"] for s in specs if s["init"] == "encoder")]
+    memory_names = contract.get("memory", ["memory"])  # one "memory" in graphs exported before it was split
+    enc_outputs = [*memory_names, *(s["name"] for s in specs if s["init"] == "encoder")]
     scores = contract["decoder_outputs"][0]["name"]  # "log_probs", or "logits" from graphs exported before
     dec_outputs = [scores, *(f"{n}_out" for n in names)]
     position_input = contract.get("position_input")
 
-    def encode(src: np.ndarray, src_lengths: np.ndarray) -> tuple[np.ndarray, State]:
+    def encode(src: np.ndarray, src_lengths: np.ndarray) -> tuple[Memory, State]:
         outs = encoder.run(enc_outputs, {"src": src, "src_lengths": src_lengths})
-        return outs[0], initial_state(specs, src.shape[0], dict(zip(enc_outputs, outs)))
+        memory = tuple(outs[: len(memory_names)])
+        return memory, initial_state(specs, src.shape[0], dict(zip(enc_outputs, outs)))
 
     def step(prev, state, memory, src_lengths, position):  # numpy in, numpy out
-        feeds = {"prev_token": prev, **{n: state[n] for n in names}, "memory": memory, "src_lengths": src_lengths}
+        feeds = {"prev_token": prev, **{n: state[n] for n in names}, **dict(zip(memory_names, memory)),
+                 "src_lengths": src_lengths}
         if position_input:
             feeds[position_input] = position
         logp, *new = decoder.run(dec_outputs, feeds)

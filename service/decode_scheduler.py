@@ -201,7 +201,7 @@ class DecodeScheduler:
         batch = RunningBatch(self._raw_step, bos_id=self._bos, batch_axes=self._batch_axes, grow_axes=self._grow_axes)
         src, lengths = self._padded([ids for ids, _ in jobs])
         start, finished = time.perf_counter(), 0
-        memory, state = self._encode(src, lengths)  # (n, S, M), initial state rows
+        memory, state = self._encode(src, lengths)  # memory arrays (n, S, *), initial state rows
         batch.add(list(range(len(jobs))), [search for _, search in jobs], memory, lengths, state)
         while batch:
             finished += len(batch.step())
@@ -319,7 +319,7 @@ class DecodeScheduler:
         src, lengths = self._padded([job.src for job in live])
         start = time.perf_counter()
         try:
-            memory, state = self._encode(src, lengths)  # (n, S, M), initial state rows
+            memory, state = self._encode(src, lengths)  # memory arrays (n, S, *), initial state rows
         except Exception as exc:
             if self._observer:
                 self._observer.on_error(len(live), exc)

@@ -18,14 +18,14 @@ def sources(rng: np.random.Generator, n: int) -> list[list[int]]:
     return [list(rng.integers(4, V, size=int(rng.integers(1, 7)))) for _ in range(n)]
 
 
-def encode_one(lm: CacheLM, ids: list[int]) -> tuple[np.ndarray, np.ndarray, decoding.State]:
+def encode_one(lm: CacheLM, ids: list[int]) -> tuple[decoding.Memory, np.ndarray, decoding.State]:
     src = np.array([ids], np.int64)
     lengths = np.array([len(ids)], np.int64)
     memory, state = lm.encode(src, lengths)
     return memory, lengths, state
 
 
-def encode_one_each(lm: CacheLM, srcs: list[list[int]]) -> tuple[np.ndarray, np.ndarray, decoding.State]:
+def encode_one_each(lm: CacheLM, srcs: list[list[int]]) -> tuple[decoding.Memory, np.ndarray, decoding.State]:
     """Sentences encoded together (padded to the longest), as the scheduler does."""
     lengths = np.array([len(ids) for ids in srcs], np.int64)
     src = np.zeros((len(srcs), int(lengths.max())), np.int64)
@@ -234,5 +234,28 @@ def test_session_step_returns_log_probabilities(output: str) -> None:
     h = np.zeros((1, 2, 4), np.float32)
     raw = log_probs if output == "log_probs" else logits.copy()
     _, step = decoding.session_callables(_Session({}), _Session({output: raw, "h_out": h}), contract)
-    got, state = step(np.zeros(2, np.int64), {"h": h}, np.zeros((2, 1, 1), np.float32), np.ones(2, np.int64), None)
+    got, state = step(np.zeros(2, np.int64), {"h": h}, (np.zeros((2, 1, 1), np.float32),), np.ones(2, np.int64), None)
     assert np.allclose(got, log_probs, atol=1e-6) and state["h"] is h
+
+
+class _Recording(_Session):
+    def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self.feeds = feeds
+        return super().run(names, feeds)
+
+
+@pytest.mark.parametrize("names", [None, ["memory_k_0", "memory_v_0"]])
+def test_session_memory_is_the_contracts_tensors_in_order(names: list[str] | None) -> None:
+    """The Transformer's memory is one tensor per layer's keys and values, fed as they came out
+    of the encoder; graphs exported before name one tensor, ``memory``, and no list."""
+    contract = {"state": [], "decoder_outputs": [{"name": "log_probs"}]}
+    if names:
+        contract["memory"] = names
+    expected = names or ["memory"]
+    outs = {n: np.full((2, 3, 4), i, np.float32) for i, n in enumerate(expected)}
+    decoder = _Recording({"log_probs": np.zeros((2, 5), np.float32)})
+    encode, step = decoding.session_callables(_Session(outs), decoder, contract)
+    memory, _ = encode(np.zeros((2, 3), np.int64), np.full(2, 3, np.int64))
+    assert [m[0, 0, 0] for m in memory] == list(range(len(expected)))
+    step(np.zeros(2, np.int64), {}, memory, np.full(2, 3, np.int64), None)
+    assert all(decoder.feeds[n] is m for n, m in zip(expected, memory))

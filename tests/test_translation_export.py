@@ -92,6 +92,10 @@ def test_export_contract_and_decoding_parity(exported, arch: str) -> None:
     assert names == (caches if arch == "transformer" else ["h", "c"] if "lstm" in arch else ["h"])
     dec_in = [s["name"] for s in m.streaming["decoder_inputs"]]
     assert dec_in[0] == "prev_token" and dec_in[1 : 1 + len(names)] == names
+    # The memory as the decoder reads it, each layer's keys and values apart for the Transformer.
+    memory = ["memory_k_0", "memory_v_0", "memory_k_1", "memory_v_1"] if arch == "transformer" else ["memory"]
+    assert m.streaming["memory"] == memory and [s.name for s in m.outputs][: len(memory)] == memory
+    assert dec_in[1 + len(names) : 1 + len(names) + len(memory)] == memory
 
     # The graph's declared I/O is the manifest's.
     for file, specs in ((m.files["encoder"], (m.inputs, m.outputs)),):

@@ -89,10 +89,10 @@ class ToyLM:
     def encode(self, src, lengths):
         B = src.shape[0]
         memory = src[:, :, None].astype(np.float32)  # (B, S, 1)
-        return memory, {"h": np.zeros((1, B, 4), np.float32) + lengths[None, :, None]}
+        return (memory,), {"h": np.zeros((1, B, 4), np.float32) + lengths[None, :, None]}
 
     def step(self, prev, state, memory, lengths, position):
-        bias = state["h"][0, :, :1] * 0.1 + memory[:, :1, 0] * 0.01  # (B, 1): depends on the row's own data
+        bias = state["h"][0, :, :1] * 0.1 + memory[0][:, :1, 0] * 0.01  # (B, 1): depends on the row's own data
         logits = self.table[prev] + bias
         return decoding.log_softmax_(logits), {"h": state["h"] + 1.0}
 
@@ -206,8 +206,8 @@ def test_transformer_rows_at_different_positions_share_a_cache() -> None:
         for r, n_steps in ((0, 4), (1, 2)):  # row 0 fed 4 tokens, row 1 only 2
             _, state = model.encode(src[r : r + 1], lengths[r : r + 1])
             for t in range(n_steps):
-                logits, state = model.step(tgt[r : r + 1, t], state, memory[r : r + 1], lengths[r : r + 1],
-                                           torch.tensor([t]))
+                own = [m[r : r + 1] for m in memory]
+                logits, state = model.step(tgt[r : r + 1, t], state, own, lengths[r : r + 1], torch.tensor([t]))
             alone.append((state, logits))
         shared = []
         for spec, longer, shorter in zip(model.state_specs(), alone[0][0], alone[1][0]):
@@ -215,10 +215,11 @@ def test_transformer_rows_at_different_positions_share_a_cache() -> None:
             pad = torch.zeros_like(shorter.narrow(grow, 0, 2))  # row 1's cache 2 slots shorter
             shared.append(torch.cat((longer, torch.cat((pad, shorter), grow)), batch_axis))
         prev = torch.stack((tgt[0, 4], tgt[1, 2]))
-        together, _ = model.step(prev, shared, memory[:2], lengths[:2], torch.tensor([4, 2]))
+        together, _ = model.step(prev, shared, [m[:2] for m in memory], lengths[:2], torch.tensor([4, 2]))
         for r, n in ((0, 4), (1, 2)):
             state = alone[r][0]
-            expected, _ = model.step(prev[r : r + 1], state, memory[r : r + 1], lengths[r : r + 1], torch.tensor([n]))
+            own = [m[r : r + 1] for m in memory]
+            expected, _ = model.step(prev[r : r + 1], state, own, lengths[r : r + 1], torch.tensor([n]))
             assert torch.allclose(together[r : r + 1], expected, atol=1e-5)
 
 

@@ -18,16 +18,16 @@ def torch_callables(model: Seq2Seq) -> tuple[decoding.EncodeFn, decoding.StepFn]
     names = model.state_names
 
     @torch.no_grad()
-    def encode(src: np.ndarray, src_lengths: np.ndarray) -> tuple[np.ndarray, decoding.State]:
+    def encode(src: np.ndarray, src_lengths: np.ndarray) -> tuple[decoding.Memory, decoding.State]:
         memory, state = model.encode(torch.from_numpy(src), torch.from_numpy(src_lengths))
-        return memory.numpy(), {n: s.numpy() for n, s in zip(names, state)}
+        return tuple(m.numpy() for m in memory), {n: s.numpy() for n, s in zip(names, state)}
 
     @torch.no_grad()
     def step(prev, state, memory, src_lengths, position):  # numpy in, numpy out
         logits, new = model.step(
             torch.from_numpy(prev),
             [torch.from_numpy(np.ascontiguousarray(state[n])) for n in names],
-            torch.from_numpy(np.ascontiguousarray(memory)),
+            [torch.from_numpy(np.ascontiguousarray(m)) for m in memory],
             torch.from_numpy(np.ascontiguousarray(src_lengths)),
             torch.from_numpy(position),
         )

@@ -6,7 +6,7 @@
       tgt_in      (B, T) int64  <bos> y1 .. y_{T-1}   (targets are y1 .. y_T <eos>)
       logits      (B, T, V_tgt)
 
-    memory, state = model.encode(src, src_lengths)   # memory (B, S, model.memory_dim)
+    memory, state = model.encode(src, src_lengths)   # memory: a list, (B, S, width) per model.memory_specs
     logits, state = model.step(prev, state, memory, src_lengths, position)   # one token per row
       prev     (B,)  int64   the previous target token (<bos> first)
       state    list of tensors, each with the batch on the axis ``state_specs`` gives
@@ -19,8 +19,10 @@ decoder its memory already read: whatever the attention computes from a source
 position alone (the keys, and the Transformer's values, for every layer) is
 computed once per sentence there, not again at every step, where it was most of
 a step's arithmetic (the Transformer's cross-attention keys and values: three
-quarters of it at 32 rows and 54 source pieces). The parameters are the same
-either way. Decoders:
+quarters of it at 32 rows and 54 source pieces). The memory is a list of tensors
+so that a step reads each as it is: the Transformer's keys and values, one pair
+per layer, were one tensor that every step split (a copy, 14% of a step at 32
+rows). The parameters are the same either way. Decoders:
 
 * rnn / lstm / gru / bilstm: a unidirectional stack of the same cell (the
   BiLSTM gets an LSTM decoder) with **Luong "general" attention** (Luong et al.
@@ -154,7 +156,7 @@ class RecurrentDecoder(nn.Module):
         super().__init__()
         self.kind = "lstm" if cfg.arch in ("lstm", "bilstm") else cfg.arch
         self.n_layers, self.hidden, self.mem_dim = cfg.dec_layers, cfg.hidden_dim, mem_dim
-        self.memory_dim = mem_dim + cfg.hidden_dim  # the encoder states, then their attention keys
+        self.memory_specs = [("memory", mem_dim + cfg.hidden_dim)]  # the encoder states, then their attention keys
         self.state_names = ["h", "c"] if self.kind == "lstm" else ["h"]
         H = cfg.hidden_dim
         self.embed = nn.Embedding(cfg.tgt_vocab_size, cfg.embed_dim, padding_idx=cfg.pad_id)
@@ -185,9 +187,9 @@ class RecurrentDecoder(nn.Module):
         s = s.reshape(-1, len(self.state_names), self.n_layers, self.hidden).permute(1, 2, 0, 3)  # (n, L, B, H)
         return [s[i].contiguous() for i in range(len(self.state_names))]  # n x (L, B, H)
 
-    def prepare_memory(self, memory: Tensor, src_lengths: Tensor) -> Tensor:
-        """(B, S, M) encoder states -> (B, S, M + H): each followed by its attention key."""
-        return torch.cat((memory, self.attn_key(memory)), dim=-1)  # no bias: zero past each length stays zero
+    def prepare_memory(self, memory: Tensor, src_lengths: Tensor) -> list[Tensor]:
+        """(B, S, M) encoder states -> [(B, S, M + H)]: each followed by its attention key."""
+        return [torch.cat((memory, self.attn_key(memory)), dim=-1)]  # no bias: zero past each length stays zero
 
     def run(self, tokens: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         """(B, T) tokens from ``state`` -> top-layer outputs (B, T, H) and the final state."""
@@ -217,15 +219,15 @@ class RecurrentDecoder(nn.Module):
         context = (weights @ memory)[..., : self.mem_dim]  # (B, T, M)
         return torch.tanh(self.combine(torch.cat((context, query), dim=-1)))  # (B, T, H)
 
-    def forward(self, tgt_in: Tensor, state: list[Tensor], memory: Tensor, src_lengths: Tensor) -> Tensor:
+    def forward(self, tgt_in: Tensor, state: list[Tensor], memory: list[Tensor], src_lengths: Tensor) -> Tensor:
         x, _ = self.run(tgt_in, state)  # (B, T, H)
-        return self.out(self.drop(self.attend(x, memory, src_lengths)))  # (B, T, V)
+        return self.out(self.drop(self.attend(x, memory[0], src_lengths)))  # (B, T, V)
 
     def step(
-        self, prev: Tensor, state: list[Tensor], memory: Tensor, src_lengths: Tensor, position: Tensor
+        self, prev: Tensor, state: list[Tensor], memory: list[Tensor], src_lengths: Tensor, position: Tensor
     ) -> tuple[Tensor, list[Tensor]]:
         x, new = self.run(prev.unsqueeze(1), state)  # (B, 1, H)
-        attentional = self.attend(x, memory, src_lengths).squeeze(1)  # (B, H)
+        attentional = self.attend(x, memory[0], src_lengths).squeeze(1)  # (B, H)
         return self.out(self.drop(attentional)), new  # (B, V): a 2-D projection, its bias fused (ORT's Gemm)
 
 
@@ -245,7 +247,7 @@ class DecoderBlock(nn.Module):
     cache stored transposed, (B, nh, hd, P), so the scores need no transpose, and the
     memory's keys and values as (B, S, C), read by all heads at once through a (C, nh)
     head mask instead of being split into heads every step. What copying is left: the
-    caches' growth, and one split of the memory into its layers' keys and values.
+    caches' growth.
     """
 
     def __init__(self, cfg: Seq2SeqConfig) -> None:
@@ -307,7 +309,8 @@ class TransformerDecoder(nn.Module):
         super().__init__()
         C = cfg.hidden_dim
         self.n_layers, self.n_heads, self.head_dim = cfg.dec_layers, cfg.n_heads, C // cfg.n_heads
-        self.memory_dim = cfg.dec_layers * 2 * C  # each layer's cross-attention keys, then values
+        # Each layer's cross-attention keys and values, apart: a step reads them as they are.
+        self.memory_specs = [(f"memory_{kv}_{i}", C) for i in range(cfg.dec_layers) for kv in "kv"]
         # One tensor per layer, as a step reads and writes them: a stacked cache was split
         # and stacked again every step, two more copies of it.
         self.state_names = [f"{kv}_cache_{i}" for i in range(cfg.dec_layers) for kv in "kv"]
@@ -328,39 +331,38 @@ class TransformerDecoder(nn.Module):
         x = self.in_proj(self.embed_drop(self.embed(tokens) * self.embed_scale))  # (B, T, C)
         return x + sinusoidal_at(position, x.size(-1))  # (B, T, C)
 
-    def prepare_memory(self, memory: Tensor, src_lengths: Tensor) -> Tensor:
-        """(B, S, C) encoder states -> (B, S, layers x 2C): every layer's cross-attention keys
-        and values, zero past each length (as the encoder states are)."""
-        kv = torch.cat([block.kv(memory) for block in self.blocks], dim=-1)  # (B, S, L * 2C)
-        return kv * length_mask(src_lengths, memory.size(1)).unsqueeze(-1).to(kv.dtype)
+    def prepare_memory(self, memory: Tensor, src_lengths: Tensor) -> list[Tensor]:
+        """(B, S, C) encoder states -> 2 x layers (B, S, C): every layer's cross-attention keys,
+        then values, zero past each length (as the encoder states are)."""
+        keep = length_mask(src_lengths, memory.size(1)).unsqueeze(-1).to(memory.dtype)  # (B, S, 1)
+        return [t * keep for block in self.blocks for t in block.kv(memory).chunk(2, dim=-1)]
 
-    def _layers(self, memory: Tensor) -> list[tuple[Tensor, Tensor]]:
-        kv = memory.chunk(2 * self.n_layers, dim=-1)  # 2L x (B, S, C), one split for all
-        return list(zip(kv[0::2], kv[1::2]))  # L x (keys, values)
+    def _layers(self, memory: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+        return list(zip(memory[0::2], memory[1::2]))  # L x (keys, values)
 
     def init_state(self, memory: Tensor, src_lengths: Tensor) -> list[Tensor]:
-        B, nh, hd = memory.size(0), self.n_heads, self.head_dim
+        B, nh, hd = memory.size(0), self.n_heads, self.head_dim  # memory: the encoder states
         k, v = memory.new_zeros(B, nh, hd, 0), memory.new_zeros(B, nh, 0, hd)  # no past yet
         return [t.clone() for _ in range(self.n_layers) for t in (k, v)]
 
-    def forward(self, tgt_in: Tensor, state: list[Tensor], memory: Tensor, src_lengths: Tensor) -> Tensor:
+    def forward(self, tgt_in: Tensor, state: list[Tensor], memory: list[Tensor], src_lengths: Tensor) -> Tensor:
         T = tgt_in.size(1)
         x = self._embed(tgt_in, torch.arange(T, device=tgt_in.device).unsqueeze(0))  # (B, T, C)
         causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (T, T): row t sees 0..t
-        mem_mask = length_mask(src_lengths.clamp(min=1), memory.size(1))[:, None, None, :]  # (B, 1, 1, S)
+        mem_mask = length_mask(src_lengths.clamp(min=1), memory[0].size(1))[:, None, None, :]  # (B, 1, 1, S)
         for block, (k_mem, v_mem) in zip(self.blocks, self._layers(memory)):
             x = block(x, causal, k_mem, v_mem, mem_mask)
         return self.out(self.ln_f(x))  # (B, T, V)
 
     def step(
-        self, prev: Tensor, state: list[Tensor], memory: Tensor, src_lengths: Tensor, position: Tensor
+        self, prev: Tensor, state: list[Tensor], memory: list[Tensor], src_lengths: Tensor, position: Tensor
     ) -> tuple[Tensor, list[Tensor]]:
         P = state[1].size(2)  # v_cache_0 (B, nh, P, hd)
         x = self._embed(prev.unsqueeze(1), position.unsqueeze(1)).squeeze(1)  # (B, C)
         # Right-aligned histories: row b's tokens sit in the last position[b] slots, then the new one.
         slot = torch.arange(P + 1, device=prev.device).unsqueeze(0)  # (1, P + 1)
         self_bias = _bias(slot >= (P - position).unsqueeze(1))[:, None, None, :]  # (B, 1, 1, P + 1)
-        mem_bias = _bias(length_mask(src_lengths.clamp(min=1), memory.size(1))).unsqueeze(2)  # (B, S, 1)
+        mem_bias = _bias(length_mask(src_lengths.clamp(min=1), memory[0].size(1))).unsqueeze(2)  # (B, S, 1)
         new: list[Tensor] = []
         for i, (block, (k_mem, v_mem)) in enumerate(zip(self.blocks, self._layers(memory))):
             x, k, v = block.step(x, state[2 * i], state[2 * i + 1], self_bias, k_mem, v_mem, mem_bias)
@@ -391,9 +393,9 @@ class Seq2Seq(nn.Module):
         return list(self.decoder.state_names)
 
     @property
-    def memory_dim(self) -> int:
-        """Width of the memory ``encode`` returns (the decoder's prepared memory)."""
-        return self.decoder.memory_dim
+    def memory_specs(self) -> list[tuple[str, int]]:
+        """Name and width of each memory tensor ``encode`` returns (the decoder's prepared memory)."""
+        return list(self.decoder.memory_specs)
 
     def state_specs(self) -> list[dict[str, Any]]:
         """Per state tensor: name, shape (symbolic "batch" / "past"), batch axis, how a sequence starts it."""
@@ -412,14 +414,15 @@ class Seq2Seq(nn.Module):
             for n in self.state_names
         ]
 
-    def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """-> memory (B, S, memory_dim), zero past each length, and the decoder's initial state."""
+    def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """-> memory, a list of (B, S, width) as ``memory_specs`` names them, zero past each
+        length, and the decoder's initial state."""
         src_lengths = src_lengths.clamp(min=1)  # an empty source reads one <pad>: defined, if uninformative
         states = self.encoder(src, src_lengths)  # (B, S, M)
         return self.decoder.prepare_memory(states, src_lengths), self.decoder.init_state(states, src_lengths)
 
     def step(
-        self, prev: Tensor, state: list[Tensor], memory: Tensor, src_lengths: Tensor, position: Tensor
+        self, prev: Tensor, state: list[Tensor], memory: list[Tensor], src_lengths: Tensor, position: Tensor
     ) -> tuple[Tensor, list[Tensor]]:
         """One target token per row: (B,) -> logits (B, V) and the new state."""
         return self.decoder.step(prev, state, memory, src_lengths, position)

@@ -5,15 +5,17 @@
 writes ``<repository>/translation/<arch>/<version>/`` with
 
 * ``encoder.onnx``: ``src`` int64 [batch, src_len], ``src_lengths`` int64 [batch] ->
-  ``memory`` float32 [batch, src_len, M] (zero past each length: the encoder's
-  states as the decoder reads them, with what its attention computes from them
-  alone done once here, ``Seq2Seq.encode``) and, for the recurrent archs, the
+  the memory, float32 [batch, src_len, width] each, zero past each length: the
+  encoder's states as the decoder reads them, with what its attention computes
+  from them alone done once here (``Seq2Seq.encode``): ``memory`` for the
+  recurrent archs, ``memory_k_i`` and ``memory_v_i`` per layer i for the
+  Transformer (its cross-attention keys and values); and, for the recurrent archs, the
   decoder's initial state ``h`` (+ ``c`` for lstm/bilstm) float32 [layers,
   batch, hidden];
 * ``decoder.onnx``, one step: ``prev_token`` int64 [batch], the state
   (recurrent: ``h`` [, ``c``] [layers, batch, hidden]; Transformer, per layer i:
   ``k_cache_i`` [batch, heads, head_dim, past] and ``v_cache_i`` [batch, heads,
-  past, head_dim]), ``memory``, ``src_lengths``,
+  past, head_dim]), the memory tensors, ``src_lengths``,
   and for the Transformer ``position`` int64 [batch] (tokens each row fed so far;
   its history is the last ``position`` slots of the cache) -> ``log_probs`` float32
   [batch, tgt_vocab] and the new state ``<name>_out`` (the caches one slot longer);
@@ -92,8 +94,8 @@ class EncoderGraph(nn.Module):
     def forward(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, ...]:
         memory, state = self.model.encode(src, src_lengths)
         if self.model.cfg.arch == "transformer":
-            return (memory,)  # the cache starts empty: nothing to compute
-        return (memory, *state)
+            return tuple(memory)  # the cache starts empty: nothing to compute
+        return (*memory, *state)
 
 
 class RecurrentStep(nn.Module):
@@ -105,7 +107,7 @@ class RecurrentStep(nn.Module):
         self.model = model
 
     def forward(self, prev: Tensor, h: Tensor, memory: Tensor, src_lengths: Tensor) -> tuple[Tensor, Tensor]:
-        logits, (h_out,) = self.model.step(prev, [h], memory, src_lengths, prev)  # position unused
+        logits, (h_out,) = self.model.step(prev, [h], [memory], src_lengths, prev)  # position unused
         return F.log_softmax(logits, dim=-1), h_out
 
 
@@ -115,16 +117,18 @@ class LSTMStep(RecurrentStep):
     def forward(  # type: ignore[override]
         self, prev: Tensor, h: Tensor, c: Tensor, memory: Tensor, src_lengths: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
-        logits, (h_out, c_out) = self.model.step(prev, [h, c], memory, src_lengths, prev)
+        logits, (h_out, c_out) = self.model.step(prev, [h, c], [memory], src_lengths, prev)
         return F.log_softmax(logits, dim=-1), h_out, c_out
 
 
 class TransformerStep(RecurrentStep):
-    """(prev, k_cache_0, v_cache_0, ..., memory, src_lengths, position) -> (log_probs, k_cache_0_out, ...)."""
+    """(prev, k_cache_0, v_cache_0, ..., memory_k_0, memory_v_0, ..., src_lengths, position)
+    -> (log_probs, k_cache_0_out, ...)."""
 
     def forward(self, prev: Tensor, *rest: Tensor) -> tuple[Tensor, ...]:  # type: ignore[override]
-        *caches, memory, src_lengths, position = rest
-        logits, new = self.model.step(prev, list(caches), memory, src_lengths, position)
+        *tensors, src_lengths, position = rest
+        n = len(self.model.state_names)
+        logits, new = self.model.step(prev, tensors[:n], tensors[n:], src_lengths, position)
         return F.log_softmax(logits, dim=-1), *new
 
 
@@ -144,24 +148,24 @@ def _state_shape(spec: dict[str, Any]) -> list[str | int]:
     return list(spec["shape"])
 
 
+def memory_specs(model: Seq2Seq) -> list[TensorSpec]:
+    return [TensorSpec(name, "float32", ["batch", "src_len", width]) for name, width in model.memory_specs]
+
+
 def encoder_specs(model: Seq2Seq) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    mem_dim = model.memory_dim
     inputs = [TensorSpec("src", "int64", ["batch", "src_len"]), TensorSpec("src_lengths", "int64", ["batch"])]
-    outputs = [TensorSpec("memory", "float32", ["batch", "src_len", mem_dim])]
+    outputs = memory_specs(model)
     if model.cfg.arch != "transformer":
         outputs += [TensorSpec(s["name"], "float32", _state_shape(s)) for s in model.state_specs()]
     return inputs, outputs
 
 
 def decoder_specs(model: Seq2Seq) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    mem_dim, V = model.memory_dim, model.cfg.tgt_vocab_size
+    V = model.cfg.tgt_vocab_size
     states = model.state_specs()
     inputs = [TensorSpec("prev_token", "int64", ["batch"])]
     inputs += [TensorSpec(s["name"], "float32", _state_shape(s)) for s in states]
-    inputs += [
-        TensorSpec("memory", "float32", ["batch", "src_len", mem_dim]),
-        TensorSpec("src_lengths", "int64", ["batch"]),
-    ]
+    inputs += [*memory_specs(model), TensorSpec("src_lengths", "int64", ["batch"])]
     if model.cfg.arch == "transformer":
         inputs.append(TensorSpec("position", "int64", ["batch"]))
     outputs = [TensorSpec("log_probs", "float32", ["batch", V])]
@@ -186,13 +190,15 @@ def decoder_inputs(model: Seq2Seq, B: int, S: int, past: int, seed: int) -> dict
     """A random (not zero) state, a memory zeroed past random lengths, ragged positions <= past."""
     cfg, rng = model.cfg, np.random.default_rng(seed)
     enc = encoder_inputs(B, S, 4, seed)
-    memory = rng.normal(size=(B, S, model.memory_dim)).astype(np.float32)  # (B, S, M)
-    memory[np.arange(S)[None, :] >= enc["src_lengths"][:, None]] = 0.0
     feeds: dict[str, np.ndarray] = {"prev_token": rng.integers(0, cfg.tgt_vocab_size, size=B).astype(np.int64)}
     for s in model.state_specs():
         shape = [B if d == "batch" else past if d == "past" else d for d in s["shape"]]
         feeds[s["name"]] = rng.uniform(-1, 1, size=shape).astype(np.float32)
-    feeds["memory"], feeds["src_lengths"] = memory, enc["src_lengths"]
+    for name, width in model.memory_specs:
+        memory = rng.normal(size=(B, S, width)).astype(np.float32)  # (B, S, width)
+        memory[np.arange(S)[None, :] >= enc["src_lengths"][:, None]] = 0.0
+        feeds[name] = memory
+    feeds["src_lengths"] = enc["src_lengths"]
     if cfg.arch == "transformer":
         position = rng.integers(0, past + 1, size=B).astype(np.int64)  # (B,)
         position[0] = past
@@ -284,6 +290,8 @@ def decoding_contract(model: Seq2Seq) -> dict[str, Any]:
         # init "encoder": the encoder graph outputs the tensor under the same name;
         # init "empty": zeros with the "past" axis of length 0 (the Transformer's caches).
         "state": model.state_specs(),
+        # The encoder's outputs the decoder reads as they are, in this order: (batch, src_len, width) each.
+        "memory": [name for name, _ in model.memory_specs],
         "position_input": "position" if model.cfg.arch == "transformer" else None,
         "bos_id": BOS_ID,
         "eos_id": EOS_ID,
