@@ -21,8 +21,8 @@ computed once per sentence there, not again at every step, where it was most of
 a step's arithmetic (the Transformer's cross-attention keys and values: three
 quarters of it at 32 rows and 54 source pieces). The memory is a list of tensors
 so that a step reads each as it is: the Transformer's keys and values, one pair
-per layer, were one tensor that every step split (a copy, 14% of a step at 32
-rows). The parameters are the same either way. Decoders:
+per layer, were one tensor that every step split (a copy: 14% of a step's kernel
+time at 32 rows). The parameters are the same either way. Decoders:
 
 * rnn / lstm / gru / bilstm: a unidirectional stack of the same cell (the
   BiLSTM gets an LSTM decoder) with **Luong "general" attention** (Luong et al.
