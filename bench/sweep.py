@@ -106,7 +106,7 @@ def raw_ort_ms(task: str, arch: str, repository: Path, batch: int, **overrides: 
     ids = SubwordModel.load(entry.path / m.files["source_subwords"]).encode(VERSE)
     src, lengths = np.array([ids] * batch, np.int64), np.array([len(ids)] * batch, np.int64)
     kw = dict(bos_id=m.streaming["bos_id"], eos_id=m.streaming["eos_id"],
-              batch_axes=decoding.state_batch_axes(m.streaming))
+              batch_axes=decoding.state_batch_axes(m.streaming), memory_axes=decoding.memory_axes(m.streaming))
     return median_ms(lambda: decoding.greedy(encode, step, src, lengths, **kw), 20)
 
 

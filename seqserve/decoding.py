@@ -9,10 +9,12 @@ graphs (ORT sessions in the server, the PyTorch model in export and tests) as
     encode(src (B, S) int64, src_lengths (B,) int64) -> (memory, state)
     step(prev (B,) int64, state, memory, src_lengths, position (B,) int64) -> (log_probs (B, V) float32, state)
 
-where ``memory`` is a tuple of float32 arrays (B, S, *), each zero past its row's
-length: what the decoder reads of the source, computed once per sentence (one array
-for the recurrent decoders; each Transformer layer's cross-attention keys and values,
-kept apart so that no step splits them), and ``state`` is a dict name -> array with
+where ``memory`` is a tuple of float32 arrays, each with the batch on axis 0 and the
+source on axis ``memory_axes[i]`` (1 unless the manifest says otherwise), zero past
+each row's length: what the decoder reads of the source, computed once per sentence
+(one (B, S, M) array for the recurrent decoders; each Transformer layer's
+cross-attention keys (B, heads, head_dim, S) and values (B, heads, S, head_dim), laid
+out per head so that no step splits or transposes them), and ``state`` is a dict name -> array with
 the batch on axis ``batch_axes[name]`` (as the manifest says: 1 for the recurrent h/c
 (layers, B, H); 0 for the Transformer's per-layer caches, keys (B, heads, head_dim,
 past) and values (B, heads, past, head_dim), whose "past" axis grows by one each
@@ -49,7 +51,7 @@ from typing import Protocol
 import numpy as np
 
 State = dict[str, np.ndarray]
-Memory = tuple[np.ndarray, ...]  # each (B, S, *), zero past each row's source length
+Memory = tuple[np.ndarray, ...]  # each with the batch on axis 0, zero past each row's source length
 EncodeFn = Callable[[np.ndarray, np.ndarray], tuple[Memory, State]]
 StepFn = Callable[[np.ndarray, State, Memory, np.ndarray, np.ndarray], tuple[np.ndarray, State]]
 
@@ -340,7 +342,7 @@ class RunningBatch:
     32 rows costs about a quarter of a step; one row, a thirty-second). A sentence in
     a spare row starts at position 0, so it reads none of the row's old history; its
     memory is zero-padded to the batch's source length (rows attend only up to their
-    own ``src_lengths``). Sentences that find no spare row are appended: their
+    own ``src_lengths``) along each tensor's source axis, ``memory_axes`` (1 if not given). Sentences that find no spare row are appended: their
     growing state (the Transformer's caches, ``grow_axes``) left-padded to the batch's
     past, since a row's history is its last ``position`` slots. Unread history and
     memory are trimmed once ``_TRIM_SLOTS`` of them have gathered.
@@ -358,15 +360,17 @@ class RunningBatch:
         bos_id: int,
         batch_axes: dict[str, int] | None = None,
         grow_axes: dict[str, int] | None = None,
+        memory_axes: Sequence[int] | None = None,
         static: bool = False,
         spare: float = 0.0,
     ) -> None:
         self._step, self._bos, self._static, self._spare = step, bos_id, static, spare
         self._batch_axes, self._grow_axes = batch_axes or {}, grow_axes or {}
+        self._memory_axes = tuple(memory_axes) if memory_axes is not None else None
         self.members: list[_Member] = []
         self._live = 0  # members with a search (spare rows are not sentences)
         self._state: State = {}
-        self._memory: Memory = ()  # each (R, S, *)
+        self._memory: Memory = ()  # each (R, ...), its source on its memory axis
         self._lengths = _NONE  # (R,)
         self._prev = _NONE  # (R,)
 
@@ -385,6 +389,8 @@ class RunningBatch:
         joining = [_Member(k, s, 1, 0) for k, s in zip(keys, searches)]
         src_lengths = np.asarray(src_lengths, dtype=np.int64)
         self._live += len(joining)
+        if self._memory_axes is None:
+            self._memory_axes = (1,) * len(memory)
         if not self.members:
             self._memory, self._lengths, self._state = tuple(memory), src_lengths.copy(), dict(state)
             self._prev = np.full(len(joining), self._bos, dtype=np.int64)
@@ -394,9 +400,10 @@ class RunningBatch:
         if taken == len(joining):
             return
         rest = np.arange(taken, len(joining))
-        S = max(self._memory[0].shape[1], memory[0].shape[1])
+        S = max(self._source_len(self._memory), self._source_len(memory))
         self._memory = tuple(
-            np.concatenate([_pad_to(old, 1, S), _pad_to(new[taken:], 1, S)]) for old, new in zip(self._memory, memory)
+            np.concatenate([_pad_to(old, axis, S), _pad_to(new[taken:], axis, S)])
+            for old, new, axis in zip(self._memory, memory, self._memory_axes)
         )
         self._lengths = np.concatenate([self._lengths, src_lengths[taken:]])
         self._state = {
@@ -426,12 +433,12 @@ class RunningBatch:
             return 0
         n = len(slots)
         self.members = members
-        S = max(self._memory[0].shape[1], memory[0].shape[1])
-        self._memory = tuple(_pad_to(old, 1, S) for old in self._memory)
-        s = memory[0].shape[1]
-        for old, new in zip(self._memory, memory):
-            old[slots, :s] = new[:n]
-            old[slots, s:] = 0.0  # past its own source: nothing of the row before it
+        S = max(self._source_len(self._memory), self._source_len(memory))
+        self._memory = tuple(_pad_to(old, axis, S) for old, axis in zip(self._memory, self._memory_axes))
+        s = self._source_len(memory)
+        for old, new, axis in zip(self._memory, memory, self._memory_axes):
+            old[_along(old.ndim, axis, slice(0, s), slots)] = new[:n]
+            old[_along(old.ndim, axis, slice(s, None), slots)] = 0.0  # past its own source: nothing of the row before
         self._lengths[slots] = src_lengths[:n]
         self._prev[slots] = self._bos
         for name, value in self._state.items():
@@ -531,8 +538,10 @@ class RunningBatch:
         self.members, self._prev = kept, np.concatenate(prev).astype(np.int64)
         read = np.concatenate([g for g, m in zip(gather, kept) if m.search is not None])
         S = max(1, int(self._lengths[read].max()))
-        trim = self._memory[0].shape[1] - S >= _TRIM_SLOTS
-        memory = tuple(m[:, :S] for m in self._memory) if trim else self._memory
+        trim = self._source_len(self._memory) - S >= _TRIM_SLOTS
+        memory = self._memory
+        if trim:
+            memory = tuple(m[_along(m.ndim, axis, slice(0, S))] for m, axis in zip(memory, self._memory_axes))
         past = max(m.position for m in kept if m.search is not None)
         state = {name: self._trimmed(name, value, past) for name, value in self._state.items()}
         if same_rows:  # no gather
@@ -544,14 +553,23 @@ class RunningBatch:
         if trim:  # a spare row's length may reach past the memory left
             np.minimum(self._lengths, S, out=self._lengths)
 
+    def _source_len(self, memory: Memory) -> int:
+        assert self._memory_axes is not None
+        return memory[0].shape[self._memory_axes[0]]
+
     def _trimmed(self, name: str, value: np.ndarray, past: int) -> np.ndarray:
         """``value`` without the history slots no row reads, once there are enough of them."""
         axis = self._grow_axes.get(name)
         if axis is None or value.shape[axis] - past < _TRIM_SLOTS:
             return value
-        where: list[object] = [slice(None)] * value.ndim
-        where[axis] = slice(value.shape[axis] - past, None)
-        return value[tuple(where)]
+        return value[_along(value.ndim, axis, slice(value.shape[axis] - past, None))]
+
+
+def _along(ndim: int, axis: int, span: slice, rows: object = slice(None)) -> tuple[object, ...]:
+    """An index taking ``span`` along ``axis`` (and ``rows`` of the batch, axis 0)."""
+    where: list[object] = [rows] + [slice(None)] * (ndim - 1)
+    where[axis] = span
+    return tuple(where)
 
 
 def _pad_to(x: np.ndarray, axis: int, n: int, left: bool = False) -> np.ndarray:
@@ -582,10 +600,11 @@ def decode(
     *,
     bos_id: int,
     batch_axes: dict[str, int] | None = None,
+    memory_axes: Sequence[int] | None = None,
 ) -> list[Translation]:
     """Run one search per sentence of a batch to the end; finished rows leave every step."""
     memory, state = encode(src, src_lengths)
-    batch = RunningBatch(step, bos_id=bos_id, batch_axes=batch_axes)
+    batch = RunningBatch(step, bos_id=bos_id, batch_axes=batch_axes, memory_axes=memory_axes)
     batch.add(range(len(searches)), searches, memory, np.asarray(src_lengths), state)
     while batch:
         batch.step()
@@ -602,10 +621,12 @@ def greedy(
     eos_id: int,
     max_len: np.ndarray | int | None = None,
     batch_axes: dict[str, int] | None = None,
+    memory_axes: Sequence[int] | None = None,
 ) -> list[Translation]:
     """Argmax decoding of a batch."""
     searches = [GreedySearch(eos_id, int(n)) for n in _limits(src_lengths, max_len)]
-    return decode(encode, step, src, src_lengths, searches, bos_id=bos_id, batch_axes=batch_axes)
+    return decode(encode, step, src, src_lengths, searches, bos_id=bos_id, batch_axes=batch_axes,
+                  memory_axes=memory_axes)
 
 
 def beam_search(
@@ -622,13 +643,15 @@ def beam_search(
     early_stopping: bool = True,
     max_len: np.ndarray | int | None = None,
     batch_axes: dict[str, int] | None = None,
+    memory_axes: Sequence[int] | None = None,
 ) -> list[Translation]:
     """Beam search for a batch of sentences; returns ``n_best`` hypotheses each, best first."""
     searches = [
         BeamSearch(eos_id, int(n), beam_size, n_best, length_penalty, early_stopping)
         for n in _limits(src_lengths, max_len)
     ]
-    return decode(encode, step, src, src_lengths, searches, bos_id=bos_id, batch_axes=batch_axes)
+    return decode(encode, step, src, src_lengths, searches, bos_id=bos_id, batch_axes=batch_axes,
+                  memory_axes=memory_axes)
 
 
 # ----------------------------------------------------------------------------- graphs from a manifest
@@ -642,6 +665,17 @@ def state_batch_axes(contract: dict) -> dict[str, int]:
 def state_grow_axes(contract: dict) -> dict[str, int]:
     """name -> the axis that grows by one each step (the Transformer's caches), from the manifest."""
     return {s["name"]: int(s["grow_axis"]) for s in contract["state"] if s.get("grow_axis") is not None}
+
+
+def memory_specs(contract: dict) -> list[dict]:
+    """The memory tensors (name, source axis), in the order ``encode`` returns them; exports
+    from before the memory had several tensors name one, ``memory`` (batch, source, width)."""
+    return contract.get("memory") or [{"name": "memory", "source_axis": 1}]
+
+
+def memory_axes(contract: dict) -> tuple[int, ...]:
+    """Each memory tensor's source axis, from the manifest (``RunningBatch(memory_axes=...)``)."""
+    return tuple(int(m["source_axis"]) for m in memory_specs(contract))
 
 
 def initial_state(specs: list[dict], batch: int, encoder_outputs: dict[str, np.ndarray]) -> State:
@@ -664,7 +698,7 @@ def session_callables(encoder, decoder, contract: dict) -> tuple[EncodeFn, StepF
     InferenceSession, or anything shaped like it), as the manifest's ``streaming`` describes them."""
     specs = contract["state"]
     names = [s["name"] for s in specs]
-    memory_names = contract.get("memory", ["memory"])  # one "memory" in graphs exported before it was split
+    memory_names = [m["name"] for m in memory_specs(contract)]
     enc_outputs = [*memory_names, *(s["name"] for s in specs if s["init"] == "encoder")]
     scores = contract["decoder_outputs"][0]["name"]  # "log_probs", or "logits" from graphs exported before
     dec_outputs = [scores, *(f"{n}_out" for n in names)]

@@ -149,6 +149,7 @@ def build_scheduler(
     return DecodeScheduler(
         encode, step, bos_id=spec.bos_id, pad_id=spec.pad_id,
         batch_axes=decoding.state_batch_axes(spec.contract), grow_axes=decoding.state_grow_axes(spec.contract),
+        memory_axes=decoding.memory_axes(spec.contract),
         max_rows=spec.max_rows, max_queue=spec.max_queue, max_encode_batch=spec.max_encode_batch,
         mode=spec.mode, observer=observer, name=spec.name, admission=admission,
     )

@@ -26,7 +26,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -150,6 +150,7 @@ class DecodeScheduler:
         pad_id: int,
         batch_axes: dict[str, int],
         grow_axes: dict[str, int],
+        memory_axes: Sequence[int] | None = None,
         max_rows: int,
         max_queue: int,
         max_encode_batch: int,
@@ -160,7 +161,7 @@ class DecodeScheduler:
     ) -> None:
         self._encode, self._raw_step, self._step = encode, step, self._timed_step(step)
         self._bos, self._pad = bos_id, pad_id
-        self._batch_axes, self._grow_axes = batch_axes, grow_axes
+        self._batch_axes, self._grow_axes, self._memory_axes = batch_axes, grow_axes, memory_axes
         self._max_rows, self._max_queue, self._max_encode = max_rows, max_queue, max_encode_batch
         self._mode, self._observer, self._name = mode, observer, name
         self._admission = admission
@@ -198,7 +199,8 @@ class DecodeScheduler:
     def warm_up(self, jobs: list[tuple[list[int], Search]]) -> tuple[int, float]:
         """Decode ``jobs`` together once before serving, on the caller's thread and outside
         the metrics; returns (requests finished, seconds) for admission's first estimate."""
-        batch = RunningBatch(self._raw_step, bos_id=self._bos, batch_axes=self._batch_axes, grow_axes=self._grow_axes)
+        batch = RunningBatch(self._raw_step, bos_id=self._bos, batch_axes=self._batch_axes, grow_axes=self._grow_axes,
+                             memory_axes=self._memory_axes)
         src, lengths = self._padded([ids for ids, _ in jobs])
         start, finished = time.perf_counter(), 0
         memory, state = self._encode(src, lengths)  # memory arrays (n, S, *), initial state rows
@@ -224,6 +226,7 @@ class DecodeScheduler:
     def _new_batch(self) -> RunningBatch:
         return RunningBatch(
             self._step, bos_id=self._bos, batch_axes=self._batch_axes, grow_axes=self._grow_axes,
+            memory_axes=self._memory_axes,
             static=self._mode == "static", spare=SPARE_ROWS if self._mode == "continuous" else 0.0,
         )
 

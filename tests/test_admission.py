@@ -13,7 +13,7 @@ from service.admission import Admission
 from service.decode_scheduler import DecodeScheduler
 from service.errors import ResourceExhausted
 from tests.test_batcher import Recorder, make
-from tests.toy_decoders import BOS, EOS, CacheLM
+from tests.toy_decoders import BOS, EOS, MEMORY_AXES, CacheLM
 
 
 def test_capacity_is_requests_per_busy_second_times_parallel_runs():
@@ -106,7 +106,7 @@ async def test_the_decode_scheduler_refuses_past_the_budget():
 
     admission = Admission(budget_s=0.05, floor=1)
     admission.record(10, 0.1)  # 100/s: 5 requests fill the budget
-    sched = DecodeScheduler(lm.encode, step, bos_id=BOS, pad_id=0, batch_axes={"k": 1}, grow_axes={"k": 2},
+    sched = DecodeScheduler(lm.encode, step, bos_id=BOS, pad_id=0, batch_axes={"k": 1}, grow_axes={"k": 2}, memory_axes=MEMORY_AXES,
                             max_rows=64, max_queue=100, max_encode_batch=8, admission=admission)
     try:
         jobs = [sched.submit([5, 6], GreedySearch(EOS, 3)) for _ in range(5)]

@@ -14,7 +14,7 @@ from seqserve import decoding
 from seqserve.decoding import BeamSearch, GreedySearch, RunningBatch, Translation
 from service.decode_scheduler import DeadlinePassed, DecodeJob, DecodeScheduler, _Event
 from service.errors import InferenceError, ResourceExhausted, Unavailable
-from tests.toy_decoders import BOS, EOS, V, CacheLM
+from tests.toy_decoders import BOS, EOS, MEMORY_AXES, V, CacheLM
 
 
 class Recorder:
@@ -48,7 +48,7 @@ class Recorder:
 def scheduler(lm: CacheLM, recorder: Recorder, step=None, **kw) -> DecodeScheduler:
     options = dict(max_rows=64, max_queue=100, max_encode_batch=8, mode="continuous") | kw
     return DecodeScheduler(
-        lm.encode, step or lm.step, bos_id=BOS, pad_id=0, batch_axes={"k": 1}, grow_axes={"k": 2},
+        lm.encode, step or lm.step, bos_id=BOS, pad_id=0, batch_axes={"k": 1}, grow_axes={"k": 2}, memory_axes=MEMORY_AXES,
         observer=recorder, name="toy", **options,
     )
 
@@ -59,7 +59,7 @@ def search(kind: str, limit: int) -> decoding.Search:
 
 def alone(lm: CacheLM, ids: list[int], kind: str, limit: int) -> list[list[int]]:
     s = search(kind, limit)
-    batch = RunningBatch(lm.step, bos_id=BOS, grow_axes={"k": 2})
+    batch = RunningBatch(lm.step, bos_id=BOS, grow_axes={"k": 2}, memory_axes=MEMORY_AXES)
     memory, state = lm.encode(np.array([ids], np.int64), np.array([len(ids)], np.int64))
     batch.add([0], [s], memory, np.array([len(ids)], np.int64), state)
     while batch:

@@ -11,7 +11,7 @@ import pytest
 
 from seqserve import decoding
 from seqserve.decoding import BeamSearch, GreedySearch, RunningBatch
-from tests.toy_decoders import BOS, EOS, V, CacheLM
+from tests.toy_decoders import BOS, EOS, MEMORY_AXES, V, CacheLM
 
 
 def sources(rng: np.random.Generator, n: int) -> list[list[int]]:
@@ -41,7 +41,7 @@ def make_search(kind: str, limit: int) -> decoding.Search:
 
 def alone(lm: CacheLM, ids: list[int], kind: str, limit: int) -> list[list[int]]:
     search = make_search(kind, limit)
-    batch = RunningBatch(lm.step, bos_id=BOS, grow_axes={"k": 2})
+    batch = RunningBatch(lm.step, bos_id=BOS, grow_axes={"k": 2}, memory_axes=MEMORY_AXES)
     batch.add([0], [search], *encode_one(lm, ids))
     while batch:
         batch.step()
@@ -57,7 +57,7 @@ def test_joining_at_any_step_equals_decoding_alone(kind: str, seed: int, spare: 
     limits = [int(x) for x in rng.integers(2, 12, size=6)]
     joins = sorted(int(x) for x in rng.integers(0, 8, size=6))  # the step before which each joins
     searches = [make_search(kind, n) for n in limits]
-    batch = RunningBatch(lm.step, bos_id=BOS, grow_axes={"k": 2}, spare=spare)
+    batch = RunningBatch(lm.step, bos_id=BOS, grow_axes={"k": 2}, memory_axes=MEMORY_AXES, spare=spare)
     step = 0
     while step <= max(joins) or batch:
         for i, at in enumerate(joins):
@@ -76,7 +76,7 @@ def test_a_static_batch_keeps_every_row_until_its_longest_member_ends(kind: str)
     srcs = sources(rng, 5)
     limits = [2, 9, 4, 12, 6]
     searches = [make_search(kind, n) for n in limits]
-    batch = RunningBatch(lm.step, bos_id=BOS, grow_axes={"k": 2}, static=True)
+    batch = RunningBatch(lm.step, bos_id=BOS, grow_axes={"k": 2}, memory_axes=MEMORY_AXES, static=True)
     for i, ids in enumerate(srcs):
         batch.add([i], [searches[i]], *encode_one(lm, ids))
     steps, rows = 0, []
@@ -99,7 +99,7 @@ def test_removed_sentences_leave_and_the_rest_is_unchanged() -> None:
     lm, rng = CacheLM(7), np.random.default_rng(7)
     srcs = sources(rng, 4)
     searches = [make_search("beam", 20) for _ in srcs]
-    batch = RunningBatch(lm.step, bos_id=BOS, grow_axes={"k": 2})
+    batch = RunningBatch(lm.step, bos_id=BOS, grow_axes={"k": 2}, memory_axes=MEMORY_AXES)
     for i, ids in enumerate(srcs):
         batch.add([i], [searches[i]], *encode_one(lm, ids))
     batch.step()
@@ -121,7 +121,7 @@ def test_committed_tokens_only_grow_and_open_the_final_answer(kind: str) -> None
     for seed in range(10):
         ids = sources(np.random.default_rng(seed), 1)[0]
         search = make_search(kind, 15)
-        batch = RunningBatch(lm.step, bos_id=BOS, grow_axes={"k": 2})
+        batch = RunningBatch(lm.step, bos_id=BOS, grow_axes={"k": 2}, memory_axes=MEMORY_AXES)
         batch.add([0], [search], *encode_one(lm, ids))
         seen: list[list[int]] = [[]]
         while batch:
@@ -135,7 +135,7 @@ def test_committed_tokens_only_grow_and_open_the_final_answer(kind: str) -> None
 def test_the_cache_is_trimmed_when_the_longest_row_leaves() -> None:
     lm = CacheLM(1)
     lm.table[:, EOS] = -1e9  # rows run until removed
-    batch = RunningBatch(lm.step, bos_id=BOS, grow_axes={"k": 2})
+    batch = RunningBatch(lm.step, bos_id=BOS, grow_axes={"k": 2}, memory_axes=MEMORY_AXES)
     batch.add([0], [GreedySearch(EOS, 10_000)], *encode_one(lm, [5, 6]))
     for _ in range(12):
         batch.step()
@@ -151,7 +151,7 @@ def test_a_joining_sentence_takes_over_a_finished_ones_rows_in_place() -> None:
     lm.table[:, EOS] = -1e9  # rows run to their limits
     srcs, limits = sources(rng, 6), [10, 3, 10, 10, 10, 6]
     searches = [GreedySearch(EOS, n) for n in limits]
-    batch = RunningBatch(lm.step, bos_id=BOS, grow_axes={"k": 2}, spare=0.25)
+    batch = RunningBatch(lm.step, bos_id=BOS, grow_axes={"k": 2}, memory_axes=MEMORY_AXES, spare=0.25)
     batch.add(range(5), searches[:5], *encode_one_each(lm, srcs[:5]))
     for _ in range(3):
         batch.step()
@@ -248,9 +248,10 @@ class _Recording(_Session):
 def test_session_memory_is_the_contracts_tensors_in_order(names: list[str] | None) -> None:
     """The Transformer's memory is one tensor per layer's keys and values, fed as they came out
     of the encoder; graphs exported before name one tensor, ``memory``, and no list."""
-    contract = {"state": [], "decoder_outputs": [{"name": "log_probs"}]}
+    contract: dict = {"state": [], "decoder_outputs": [{"name": "log_probs"}]}
     if names:
-        contract["memory"] = names
+        contract["memory"] = [{"name": n, "source_axis": axis} for n, axis in zip(names, (3, 2))]
+    assert decoding.memory_axes(contract) == ((3, 2) if names else (1,))
     expected = names or ["memory"]
     outs = {n: np.full((2, 3, 4), i, np.float32) for i, n in enumerate(expected)}
     decoder = _Recording({"log_probs": np.zeros((2, 5), np.float32)})

@@ -94,7 +94,9 @@ def test_export_contract_and_decoding_parity(exported, arch: str) -> None:
     assert dec_in[0] == "prev_token" and dec_in[1 : 1 + len(names)] == names
     # The memory as the decoder reads it, each layer's keys and values apart for the Transformer.
     memory = ["memory_k_0", "memory_v_0", "memory_k_1", "memory_v_1"] if arch == "transformer" else ["memory"]
-    assert m.streaming["memory"] == memory and [s.name for s in m.outputs][: len(memory)] == memory
+    axes = (3, 2, 3, 2) if arch == "transformer" else (1,)  # keys (B, heads, head_dim, S), values (B, heads, S, hd)
+    assert [s["name"] for s in m.streaming["memory"]] == memory and decoding.memory_axes(m.streaming) == axes
+    assert [s.name for s in m.outputs][: len(memory)] == memory
     assert dec_in[1 + len(names) : 1 + len(names) + len(memory)] == memory
 
     # The graph's declared I/O is the manifest's.
@@ -112,7 +114,7 @@ def test_export_contract_and_decoding_parity(exported, arch: str) -> None:
     sources = [source.encode(t) for t in [*EN, "God saw.", "light"]]
     src, lengths = pad_batch(sources)
     kw = dict(bos_id=m.special_tokens["bos"], eos_id=m.special_tokens["eos"], max_len=12,
-              batch_axes=decoding.state_batch_axes(m.streaming))
+              batch_axes=decoding.state_batch_axes(m.streaming), memory_axes=decoding.memory_axes(m.streaming))
     greedy_onnx = decoding.greedy(encode, step, src, lengths, **kw)
     beam_onnx = decoding.beam_search(encode, step, src, lengths, beam_size=4, n_best=3, **kw)
     beam1_onnx = decoding.beam_search(encode, step, src, lengths, beam_size=1, **kw)

@@ -64,7 +64,7 @@ def offline(repository: Path, arch: str, texts: list[str], beam: int, n_best: in
         kw = dict(
             bos_id=m.streaming["bos_id"], eos_id=m.streaming["eos_id"],
             max_len=decoding.default_max_len(lengths, m.streaming["max_len"]["a"], m.streaming["max_len"]["b"]),
-            batch_axes=decoding.state_batch_axes(m.streaming),
+            batch_axes=decoding.state_batch_axes(m.streaming), memory_axes=decoding.memory_axes(m.streaming),
         )
         if beam == 0:
             (t,) = decoding.greedy(encode, step, src, lengths, **kw)

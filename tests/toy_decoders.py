@@ -12,12 +12,14 @@ import numpy as np
 from seqserve import decoding
 
 BOS, EOS, V = 2, 3, 11
+MEMORY_AXES = (1, 2)  # CacheLM's memory: the source on axis 1 of the first tensor, 2 of the second
 
 
 class CacheLM:
     """Logits from the previous token, the sum of the row's history (its last
     ``position`` cache slots, right-aligned) and its own rows of both its memory
-    tensors (two, of different widths, as the Transformer's are several)."""
+    tensors (two, as the Transformer's are several, the second with its source on
+    another axis, as the Transformer's keys have theirs: ``MEMORY_AXES``)."""
 
     def __init__(self, seed: int = 0) -> None:
         rng = np.random.default_rng(seed)
@@ -27,10 +29,10 @@ class CacheLM:
 
     def encode(self, src: np.ndarray, lengths: np.ndarray) -> tuple[decoding.Memory, decoding.State]:
         memory = np.zeros((*src.shape, 4), np.float32)  # (B, S, 4), zero past each length
-        memory2 = np.zeros((*src.shape, 2), np.float32)  # (B, S, 2)
+        memory2 = np.zeros((src.shape[0], 2, src.shape[1]), np.float32)  # (B, 2, S)
         for b, n in enumerate(lengths):
             memory[b, :n] = src[b, :n, None] * np.array([0.1, -0.2, 0.05, 0.3], np.float32)
-            memory2[b, :n] = np.sqrt(src[b, :n, None]) * np.array([0.7, -0.4], np.float32)
+            memory2[b, :, :n] = np.sqrt(src[b, None, :n]) * np.array([[0.7], [-0.4]], np.float32)
         return (memory, memory2), {"k": np.zeros((1, src.shape[0], 0, 4), np.float32)}  # (L, B, past, 4)
 
     def step(self, prev, state, memory, lengths, position):
@@ -41,7 +43,7 @@ class CacheLM:
         memory, memory2 = memory
         mask = np.arange(memory.shape[1])[None, :] < lengths[:, None]  # (B, S)
         context = (memory * mask[:, :, None]).sum(axis=1)  # (B, 4)
-        context2 = (memory2 * mask[:, :, None]).sum(axis=1)  # (B, 2)
+        context2 = (memory2 * mask[:, None, :]).sum(axis=2)  # (B, 2)
         logits = self.table[prev] + (history * 0.3 + context) @ self.mix + context2 @ self.mix2  # (B, V)
         slot = np.eye(4, dtype=np.float32)[prev % 4][None, :, None, :]  # (1, B, 1, 4)
         return decoding.log_softmax_(logits), {"k": np.concatenate([k, slot], axis=2)}

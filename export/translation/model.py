@@ -6,7 +6,7 @@
       tgt_in      (B, T) int64  <bos> y1 .. y_{T-1}   (targets are y1 .. y_T <eos>)
       logits      (B, T, V_tgt)
 
-    memory, state = model.encode(src, src_lengths)   # memory: a list, (B, S, width) per model.memory_specs
+    memory, state = model.encode(src, src_lengths)   # memory: a list of tensors, shaped as model.memory_specs
     logits, state = model.step(prev, state, memory, src_lengths, position)   # one token per row
       prev     (B,)  int64   the previous target token (<bos> first)
       state    list of tensors, each with the batch on the axis ``state_specs`` gives
@@ -20,9 +20,11 @@ position alone (the keys, and the Transformer's values, for every layer) is
 computed once per sentence there, not again at every step, where it was most of
 a step's arithmetic (the Transformer's cross-attention keys and values: three
 quarters of it at 32 rows and 54 source pieces). The memory is a list of tensors
-so that a step reads each as it is: the Transformer's keys and values, one pair
-per layer, were one tensor that every step split (a copy: 14% of a step's kernel
-time at 32 rows). The parameters are the same either way. Decoders:
+in the layouts a step reads without a copy: the Transformer's keys and values, a
+pair per layer, laid out per head; they were one (B, S, layers x 2C) tensor that
+every step split (14% of a step's kernel time at 32 rows) and read through a head
+mask (four times the arithmetic of per-head products). The parameters are the
+same either way. Decoders:
 
 * rnn / lstm / gru / bilstm: a unidirectional stack of the same cell (the
   BiLSTM gets an LSTM decoder) with **Luong "general" attention** (Luong et al.
@@ -156,7 +158,8 @@ class RecurrentDecoder(nn.Module):
         super().__init__()
         self.kind = "lstm" if cfg.arch in ("lstm", "bilstm") else cfg.arch
         self.n_layers, self.hidden, self.mem_dim = cfg.dec_layers, cfg.hidden_dim, mem_dim
-        self.memory_specs = [("memory", mem_dim + cfg.hidden_dim)]  # the encoder states, then their attention keys
+        # The encoder states, then their attention keys.
+        self.memory_specs = [("memory", ["batch", "src_len", mem_dim + cfg.hidden_dim])]
         self.state_names = ["h", "c"] if self.kind == "lstm" else ["h"]
         H = cfg.hidden_dim
         self.embed = nn.Embedding(cfg.tgt_vocab_size, cfg.embed_dim, padding_idx=cfg.pad_id)
@@ -243,11 +246,10 @@ class DecoderBlock(nn.Module):
     """Pre-LN: causal self-attention, cross-attention over the memory, MLP.
 
     ``forward`` (a whole target, for training) attends through SDPA. ``step`` (one token)
-    spells the same attention out for layouts that spare a step most copies: the key
-    cache stored transposed, (B, nh, hd, P), so the scores need no transpose, and the
-    memory's keys and values as (B, S, C), read by all heads at once through a (C, nh)
-    head mask instead of being split into heads every step. What copying is left: the
-    caches' growth.
+    spells the same attention out for layouts that spare a step most copies: keys
+    stored transposed, (B, nh, hd, P) in the cache and (B, nh, hd, S) in the memory,
+    so the scores need no transpose, values (B, nh, P or S, hd). What copying is
+    left: the caches' growth.
     """
 
     def __init__(self, cfg: Seq2SeqConfig) -> None:
@@ -263,9 +265,6 @@ class DecoderBlock(nn.Module):
         self.cross_proj = nn.Linear(C, C)
         self.mlp = nn.Sequential(nn.Linear(C, cfg.ff_dim), nn.GELU(), nn.Linear(cfg.ff_dim, C))
         self.drop = nn.Dropout(cfg.dropout)
-        head_of = torch.arange(C) // (C // cfg.n_heads)  # (C,) the head each channel belongs to
-        heads = (head_of.unsqueeze(1) == torch.arange(cfg.n_heads)).float()  # (C, nh) one-hot
-        self.register_buffer("heads", heads, persistent=False)  # derived: checkpoints stay as they were
 
     def _sdpa(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
         p = self.dropout if self.training else 0.0
@@ -277,11 +276,11 @@ class DecoderBlock(nn.Module):
         return x + self.drop(self.mlp(self.ln3(x)))
 
     def forward(self, x: Tensor, self_mask: Tensor, k_mem: Tensor, v_mem: Tensor, mem_mask: Tensor) -> Tensor:
-        """x (B, T, C), memory keys and values (B, S, C) each -> (B, T, C)."""
+        """x (B, T, C), memory keys (B, nh, hd, S) and values (B, nh, S, hd) -> (B, T, C)."""
         C, nh = x.size(-1), self.n_heads
         q, k, v = self.qkv(self.ln1(x)).split(C, dim=-1)  # 3 x (B, T, C)
         x = x + self.drop(self.self_proj(self._sdpa(_heads(q, nh), _heads(k, nh), _heads(v, nh), self_mask)))
-        y = self._sdpa(_heads(self.q(self.ln2(x)), nh), _heads(k_mem, nh), _heads(v_mem, nh), mem_mask)
+        y = self._sdpa(_heads(self.q(self.ln2(x)), nh), k_mem.transpose(2, 3), v_mem, mem_mask)
         return self._mlp(x + self.drop(self.cross_proj(y)))  # (B, T, C)
 
     def step(
@@ -289,7 +288,8 @@ class DecoderBlock(nn.Module):
         mem_bias: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """x (B, C), k_cache (B, nh, hd, P), v_cache (B, nh, P, hd), self_bias (B, 1, 1, P + 1),
-        memory keys and values (B, S, C), mem_bias (B, S, 1) -> x, the caches one slot longer."""
+        memory keys (B, nh, hd, S) and values (B, nh, S, hd), mem_bias (B, 1, 1, S) -> x, the
+        caches one slot longer."""
         B, C = x.shape
         nh, hd = self.n_heads, C // self.n_heads
         q, k, v = self.qkv(self.ln1(x)).split(C, dim=-1)  # 3 x (B, C)
@@ -298,9 +298,9 @@ class DecoderBlock(nn.Module):
         att = q.reshape(B, nh, 1, hd) @ k_all * hd**-0.5 + self_bias  # (B, nh, 1, P + 1)
         y = (att.softmax(-1) @ v_all).reshape(B, C)  # (B, nh, 1, hd) -> (B, C)
         x = x + self.drop(self.self_proj(y))
-        q = self.q(self.ln2(x)) * hd**-0.5  # (B, C)
-        att = k_mem @ (q.unsqueeze(2) * self.heads) + mem_bias  # (B, S, C) @ (B, C, nh) -> (B, S, nh)
-        y = ((att.softmax(1).transpose(1, 2) @ v_mem) * self.heads.T).sum(1)  # (B, nh, C) -> own channels (B, C)
+        q = self.q(self.ln2(x)).reshape(B, nh, 1, hd) * hd**-0.5
+        att = q @ k_mem + mem_bias  # (B, nh, 1, S)
+        y = (att.softmax(-1) @ v_mem).reshape(B, C)  # (B, nh, 1, hd) -> (B, C)
         return self._mlp(x + self.drop(self.cross_proj(y))), k_all, v_all
 
 
@@ -309,8 +309,10 @@ class TransformerDecoder(nn.Module):
         super().__init__()
         C = cfg.hidden_dim
         self.n_layers, self.n_heads, self.head_dim = cfg.dec_layers, cfg.n_heads, C // cfg.n_heads
-        # Each layer's cross-attention keys and values, apart: a step reads them as they are.
-        self.memory_specs = [(f"memory_{kv}_{i}", C) for i in range(cfg.dec_layers) for kv in "kv"]
+        # Each layer's cross-attention keys and values, per head, as a step reads them.
+        nh, hd = self.n_heads, self.head_dim
+        shapes = {"k": ["batch", nh, hd, "src_len"], "v": ["batch", nh, "src_len", hd]}
+        self.memory_specs = [(f"memory_{kv}_{i}", shapes[kv]) for i in range(cfg.dec_layers) for kv in "kv"]
         # One tensor per layer, as a step reads and writes them: a stacked cache was split
         # and stacked again every step, two more copies of it.
         self.state_names = [f"{kv}_cache_{i}" for i in range(cfg.dec_layers) for kv in "kv"]
@@ -332,10 +334,17 @@ class TransformerDecoder(nn.Module):
         return x + sinusoidal_at(position, x.size(-1))  # (B, T, C)
 
     def prepare_memory(self, memory: Tensor, src_lengths: Tensor) -> list[Tensor]:
-        """(B, S, C) encoder states -> 2 x layers (B, S, C): every layer's cross-attention keys,
-        then values, zero past each length (as the encoder states are)."""
-        keep = length_mask(src_lengths, memory.size(1)).unsqueeze(-1).to(memory.dtype)  # (B, S, 1)
-        return [t * keep for block in self.blocks for t in block.kv(memory).chunk(2, dim=-1)]
+        """(B, S, C) encoder states -> every layer's cross-attention keys (B, nh, hd, S), then
+        values (B, nh, S, hd), zero past each length (as the encoder states are)."""
+        B, S, _ = memory.shape
+        keep = length_mask(src_lengths, S).unsqueeze(-1).to(memory.dtype)  # (B, S, 1)
+        out: list[Tensor] = []
+        for block in self.blocks:
+            k, v = (t * keep for t in block.kv(memory).chunk(2, dim=-1))  # 2 x (B, S, C)
+            k = k.reshape(B, S, self.n_heads, self.head_dim).permute(0, 2, 3, 1)  # (B, nh, hd, S)
+            v = v.reshape(B, S, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, S, hd)
+            out += [k.contiguous(), v.contiguous()]
+        return out
 
     def _layers(self, memory: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
         return list(zip(memory[0::2], memory[1::2]))  # L x (keys, values)
@@ -349,7 +358,7 @@ class TransformerDecoder(nn.Module):
         T = tgt_in.size(1)
         x = self._embed(tgt_in, torch.arange(T, device=tgt_in.device).unsqueeze(0))  # (B, T, C)
         causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (T, T): row t sees 0..t
-        mem_mask = length_mask(src_lengths.clamp(min=1), memory[0].size(1))[:, None, None, :]  # (B, 1, 1, S)
+        mem_mask = length_mask(src_lengths.clamp(min=1), memory[0].size(-1))[:, None, None, :]  # (B, 1, 1, S)
         for block, (k_mem, v_mem) in zip(self.blocks, self._layers(memory)):
             x = block(x, causal, k_mem, v_mem, mem_mask)
         return self.out(self.ln_f(x))  # (B, T, V)
@@ -362,7 +371,7 @@ class TransformerDecoder(nn.Module):
         # Right-aligned histories: row b's tokens sit in the last position[b] slots, then the new one.
         slot = torch.arange(P + 1, device=prev.device).unsqueeze(0)  # (1, P + 1)
         self_bias = _bias(slot >= (P - position).unsqueeze(1))[:, None, None, :]  # (B, 1, 1, P + 1)
-        mem_bias = _bias(length_mask(src_lengths.clamp(min=1), memory[0].size(1))).unsqueeze(2)  # (B, S, 1)
+        mem_bias = _bias(length_mask(src_lengths.clamp(min=1), memory[0].size(-1)))[:, None, None, :]  # (B, 1, 1, S)
         new: list[Tensor] = []
         for i, (block, (k_mem, v_mem)) in enumerate(zip(self.blocks, self._layers(memory))):
             x, k, v = block.step(x, state[2 * i], state[2 * i + 1], self_bias, k_mem, v_mem, mem_bias)
@@ -393,8 +402,9 @@ class Seq2Seq(nn.Module):
         return list(self.decoder.state_names)
 
     @property
-    def memory_specs(self) -> list[tuple[str, int]]:
-        """Name and width of each memory tensor ``encode`` returns (the decoder's prepared memory)."""
+    def memory_specs(self) -> list[tuple[str, list[str | int]]]:
+        """Name and shape of each memory tensor ``encode`` returns (the decoder's prepared memory;
+        symbolic "batch", always first, and "src_len")."""
         return list(self.decoder.memory_specs)
 
     def state_specs(self) -> list[dict[str, Any]]:
@@ -415,7 +425,7 @@ class Seq2Seq(nn.Module):
         ]
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        """-> memory, a list of (B, S, width) as ``memory_specs`` names them, zero past each
+        """-> memory, a list of tensors as ``memory_specs`` names and shapes them, zero past each
         length, and the decoder's initial state."""
         src_lengths = src_lengths.clamp(min=1)  # an empty source reads one <pad>: defined, if uninformative
         states = self.encoder(src, src_lengths)  # (B, S, M)

@@ -5,11 +5,12 @@
 writes ``<repository>/translation/<arch>/<version>/`` with
 
 * ``encoder.onnx``: ``src`` int64 [batch, src_len], ``src_lengths`` int64 [batch] ->
-  the memory, float32 [batch, src_len, width] each, zero past each length: the
-  encoder's states as the decoder reads them, with what its attention computes
-  from them alone done once here (``Seq2Seq.encode``): ``memory`` for the
-  recurrent archs, ``memory_k_i`` and ``memory_v_i`` per layer i for the
-  Transformer (its cross-attention keys and values); and, for the recurrent archs, the
+  the memory, float32, zero past each length: the encoder's states as the
+  decoder reads them, with what its attention computes from them alone done once
+  here (``Seq2Seq.encode``): ``memory`` [batch, src_len, width] for the recurrent
+  archs; for the Transformer, per layer i, its cross-attention keys ``memory_k_i``
+  [batch, heads, head_dim, src_len] and values ``memory_v_i`` [batch, heads,
+  src_len, head_dim]; and, for the recurrent archs, the
   decoder's initial state ``h`` (+ ``c`` for lstm/bilstm) float32 [layers,
   batch, hidden];
 * ``decoder.onnx``, one step: ``prev_token`` int64 [batch], the state
@@ -149,7 +150,7 @@ def _state_shape(spec: dict[str, Any]) -> list[str | int]:
 
 
 def memory_specs(model: Seq2Seq) -> list[TensorSpec]:
-    return [TensorSpec(name, "float32", ["batch", "src_len", width]) for name, width in model.memory_specs]
+    return [TensorSpec(name, "float32", list(shape)) for name, shape in model.memory_specs]
 
 
 def encoder_specs(model: Seq2Seq) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -194,10 +195,11 @@ def decoder_inputs(model: Seq2Seq, B: int, S: int, past: int, seed: int) -> dict
     for s in model.state_specs():
         shape = [B if d == "batch" else past if d == "past" else d for d in s["shape"]]
         feeds[s["name"]] = rng.uniform(-1, 1, size=shape).astype(np.float32)
-    for name, width in model.memory_specs:
-        memory = rng.normal(size=(B, S, width)).astype(np.float32)  # (B, S, width)
-        memory[np.arange(S)[None, :] >= enc["src_lengths"][:, None]] = 0.0
-        feeds[name] = memory
+    for name, shape in model.memory_specs:
+        memory = rng.normal(size=[B if d == "batch" else S if d == "src_len" else d for d in shape])
+        past_end = np.arange(S)[None, :] >= enc["src_lengths"][:, None]  # (B, S)
+        np.moveaxis(memory, shape.index("src_len"), 1)[past_end] = 0.0
+        feeds[name] = memory.astype(np.float32)
     feeds["src_lengths"] = enc["src_lengths"]
     if cfg.arch == "transformer":
         position = rng.integers(0, past + 1, size=B).astype(np.int64)  # (B,)
@@ -290,8 +292,8 @@ def decoding_contract(model: Seq2Seq) -> dict[str, Any]:
         # init "encoder": the encoder graph outputs the tensor under the same name;
         # init "empty": zeros with the "past" axis of length 0 (the Transformer's caches).
         "state": model.state_specs(),
-        # The encoder's outputs the decoder reads as they are, in this order: (batch, src_len, width) each.
-        "memory": [name for name, _ in model.memory_specs],
+        # The encoder's outputs the decoder reads as they are, in this order; the batch on axis 0.
+        "memory": [{"name": name, "source_axis": shape.index("src_len")} for name, shape in model.memory_specs],
         "position_input": "position" if model.cfg.arch == "transformer" else None,
         "bos_id": BOS_ID,
         "eos_id": EOS_ID,
@@ -314,7 +316,8 @@ def check_decoding_parity(
     torch_fns = torch_callables(model)
     src, lengths = pad_batch(sources, PAD_ID)
     limit = decoding.default_max_len(lengths, MAX_LEN["a"], MAX_LEN["b"])
-    common = dict(bos_id=BOS_ID, eos_id=EOS_ID, max_len=limit, batch_axes=decoding.state_batch_axes(contract))
+    common = dict(bos_id=BOS_ID, eos_id=EOS_ID, max_len=limit, batch_axes=decoding.state_batch_axes(contract),
+                  memory_axes=decoding.memory_axes(contract))
     compared = {}
     for name, run in (
         ("greedy", lambda fns: decoding.greedy(*fns, src, lengths, **common)),
