@@ -14,12 +14,12 @@ source on axis ``memory_axes[i]`` (1 unless the manifest says otherwise), zero p
 each row's length: what the decoder reads of the source, computed once per sentence
 (one (B, S, M) array for the recurrent decoders; each Transformer layer's
 cross-attention keys (B, heads, head_dim, S) and values (B, heads, S, head_dim), laid
-out per head so that no step splits or transposes them), and ``state`` is a dict name -> array with
-the batch on axis ``batch_axes[name]`` (as the manifest says: 1 for the recurrent h/c
-(layers, B, H); 0 for the Transformer's per-layer caches, keys (B, heads, head_dim,
-past) and values (B, heads, past, head_dim), whose "past" axis grows by one each
-step, ``grow_axes[name]``). ``position`` is the number of tokens each row has already
-fed (0 for <bos>).
+out per head so that no step splits or transposes them), and ``state`` is a dict
+name -> array with the batch on axis ``batch_axes[name]`` (as the manifest says: 1
+for the recurrent h/c (layers, B, H); 0 for the Transformer's per-layer caches, keys
+(B, heads, head_dim, past) and values (B, heads, past, head_dim), whose "past" axis
+grows by one each step, ``grow_axes[name]``). ``position`` is the number of tokens
+each row has already fed (0 for <bos>).
 
 Everything per sequence lives on the batch axis, so rows can be dropped
 (a sentence finished or was cancelled), duplicated (beams) or joined. One
@@ -342,7 +342,8 @@ class RunningBatch:
     32 rows costs about a quarter of a step; one row, a thirty-second). A sentence in
     a spare row starts at position 0, so it reads none of the row's old history; its
     memory is zero-padded to the batch's source length (rows attend only up to their
-    own ``src_lengths``) along each tensor's source axis, ``memory_axes`` (1 if not given). Sentences that find no spare row are appended: their
+    own ``src_lengths``) along each tensor's source axis, ``memory_axes`` (1 if not
+    given). Sentences that find no spare row are appended: their
     growing state (the Transformer's caches, ``grow_axes``) left-padded to the batch's
     past, since a row's history is its last ``position`` slots. Unread history and
     memory are trimmed once ``_TRIM_SLOTS`` of them have gathered.
@@ -385,7 +386,7 @@ class RunningBatch:
         self, keys: Sequence[Hashable], searches: Sequence[Search], memory: Memory, src_lengths: np.ndarray,
         state: State,
     ) -> None:
-        """Join encoded sentences (one row each: memory arrays (n, S, *), src_lengths (n,), state rows)."""
+        """Join encoded sentences (one row each: memory arrays (n, ...), src_lengths (n,), state rows)."""
         joining = [_Member(k, s, 1, 0) for k, s in zip(keys, searches)]
         src_lengths = np.asarray(src_lengths, dtype=np.int64)
         self._live += len(joining)
@@ -438,7 +439,7 @@ class RunningBatch:
         s = self._source_len(memory)
         for old, new, axis in zip(self._memory, memory, self._memory_axes):
             old[_along(old.ndim, axis, slice(0, s), slots)] = new[:n]
-            old[_along(old.ndim, axis, slice(s, None), slots)] = 0.0  # past its own source: nothing of the row before
+            old[_along(old.ndim, axis, slice(s, None), slots)] = 0.0  # past its source: nothing of the row before
         self._lengths[slots] = src_lengths[:n]
         self._prev[slots] = self._bos
         for name, value in self._state.items():

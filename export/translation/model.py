@@ -298,7 +298,7 @@ class DecoderBlock(nn.Module):
         att = q.reshape(B, nh, 1, hd) @ k_all * hd**-0.5 + self_bias  # (B, nh, 1, P + 1)
         y = (att.softmax(-1) @ v_all).reshape(B, C)  # (B, nh, 1, hd) -> (B, C)
         x = x + self.drop(self.self_proj(y))
-        q = self.q(self.ln2(x)).reshape(B, nh, 1, hd) * hd**-0.5
+        q = self.q(self.ln2(x)).reshape(B, nh, 1, hd) * hd**-0.5  # (B, nh, 1, hd)
         att = q @ k_mem + mem_bias  # (B, nh, 1, S)
         y = (att.softmax(-1) @ v_mem).reshape(B, C)  # (B, nh, 1, hd) -> (B, C)
         return self._mlp(x + self.drop(self.cross_proj(y))), k_all, v_all
