@@ -203,7 +203,7 @@ class DecodeScheduler:
                              memory_axes=self._memory_axes)
         src, lengths = self._padded([ids for ids, _ in jobs])
         start, finished = time.perf_counter(), 0
-        memory, state = self._encode(src, lengths)  # memory arrays (n, S, *), initial state rows
+        memory, state = self._encode(src, lengths)  # memory arrays (n, ...), initial state rows
         batch.add(list(range(len(jobs))), [search for _, search in jobs], memory, lengths, state)
         while batch:
             finished += len(batch.step())
@@ -322,7 +322,7 @@ class DecodeScheduler:
         src, lengths = self._padded([job.src for job in live])
         start = time.perf_counter()
         try:
-            memory, state = self._encode(src, lengths)  # memory arrays (n, S, *), initial state rows
+            memory, state = self._encode(src, lengths)  # memory arrays (n, ...), initial state rows
         except Exception as exc:
             if self._observer:
                 self._observer.on_error(len(live), exc)

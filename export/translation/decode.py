@@ -58,9 +58,8 @@ def translate(
         idx = order[start : start + batch_size]
         src, lengths = pad_batch([sources[i] for i in idx], model.cfg.pad_id)
         batch_axes = decoding.state_batch_axes({"state": model.state_specs()})
-        memory_axes = [shape.index("src_len") for _, shape in model.memory_specs]
         common = dict(bos_id=model.cfg.bos_id, eos_id=model.cfg.eos_id, batch_axes=batch_axes,
-                      memory_axes=memory_axes, **kw)
+                      memory_axes=model.memory_axes, **kw)
         if beam_size == 1 and not force_beam:
             res = decoding.greedy(encode, step, src, lengths, **common)
         else:

@@ -407,6 +407,11 @@ class Seq2Seq(nn.Module):
         symbolic "batch", always first, and "src_len")."""
         return list(self.decoder.memory_specs)
 
+    @property
+    def memory_axes(self) -> tuple[int, ...]:
+        """Each memory tensor's source axis, as ``seqserve.decoding.RunningBatch`` takes them."""
+        return tuple(shape.index("src_len") for _, shape in self.memory_specs)
+
     def state_specs(self) -> list[dict[str, Any]]:
         """Per state tensor: name, shape (symbolic "batch" / "past"), batch axis, how a sequence starts it."""
         cfg = self.cfg

@@ -293,7 +293,9 @@ def decoding_contract(model: Seq2Seq) -> dict[str, Any]:
         # init "empty": zeros with the "past" axis of length 0 (the Transformer's caches).
         "state": model.state_specs(),
         # The encoder's outputs the decoder reads as they are, in this order; the batch on axis 0.
-        "memory": [{"name": name, "source_axis": shape.index("src_len")} for name, shape in model.memory_specs],
+        "memory": [
+            {"name": name, "source_axis": axis} for (name, _), axis in zip(model.memory_specs, model.memory_axes)
+        ],
         "position_input": "position" if model.cfg.arch == "transformer" else None,
         "bos_id": BOS_ID,
         "eos_id": EOS_ID,
