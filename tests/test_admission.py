@@ -106,8 +106,8 @@ async def test_the_decode_scheduler_refuses_past_the_budget():
 
     admission = Admission(budget_s=0.05, floor=1)
     admission.record(10, 0.1)  # 100/s: 5 requests fill the budget
-    sched = DecodeScheduler(lm.encode, step, bos_id=BOS, pad_id=0, batch_axes={"k": 1}, grow_axes={"k": 2}, memory_axes=MEMORY_AXES,
-                            max_rows=64, max_queue=100, max_encode_batch=8, admission=admission)
+    sched = DecodeScheduler(lm.encode, step, bos_id=BOS, pad_id=0, batch_axes={"k": 1}, grow_axes={"k": 2},
+                            memory_axes=MEMORY_AXES, max_rows=64, max_queue=100, max_encode_batch=8, admission=admission)
     try:
         jobs = [sched.submit([5, 6], GreedySearch(EOS, 3)) for _ in range(5)]
         with pytest.raises(ResourceExhausted, match="overloaded"):

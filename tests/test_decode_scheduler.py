@@ -48,8 +48,8 @@ class Recorder:
 def scheduler(lm: CacheLM, recorder: Recorder, step=None, **kw) -> DecodeScheduler:
     options = dict(max_rows=64, max_queue=100, max_encode_batch=8, mode="continuous") | kw
     return DecodeScheduler(
-        lm.encode, step or lm.step, bos_id=BOS, pad_id=0, batch_axes={"k": 1}, grow_axes={"k": 2}, memory_axes=MEMORY_AXES,
-        observer=recorder, name="toy", **options,
+        lm.encode, step or lm.step, bos_id=BOS, pad_id=0, batch_axes={"k": 1}, grow_axes={"k": 2},
+        memory_axes=MEMORY_AXES, observer=recorder, name="toy", **options,
     )
 
 
